@@ -1,0 +1,3 @@
+//! Criterion benchmarks of the engine (being written).
+
+fn main() {}

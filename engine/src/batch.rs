@@ -1,0 +1,257 @@
+//! Building a batch: records are validated against `limits.rs` and encoded
+//! as they are pushed, so `Log::append` only stamps the header and writes.
+//!
+//! A `Batch` is an encoded records section preceded by room for the header
+//! (docs/format.md#batch). The records CRC is computed once, in `push`'s
+//! caller-visible `finish` step, because it does not depend on the offsets
+//! the log assigns (records store offset *deltas*).
+
+use crate::error::EngineError;
+use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, RECORD_FIXED_BYTES};
+use crate::limits;
+use crate::record::{MessageId, NewRecord, Offset, Timestamp};
+
+/// An encoded batch of one or more records, ready to append.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Header space (stamped by `Log::append`) followed by the records.
+    pub(crate) buf: Vec<u8>,
+    pub(crate) record_count: u32,
+    pub(crate) first_timestamp: Timestamp,
+    pub(crate) max_timestamp: Timestamp,
+    pub(crate) max_expires_at: Timestamp,
+    pub(crate) records_crc: u32,
+    /// False after a push, until the CRC is recomputed.
+    crc_fresh: bool,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::with_capacity(0)
+    }
+
+    /// An empty batch with room for `bytes` of records.
+    pub fn with_capacity(bytes: usize) -> Batch {
+        let mut buf = Vec::with_capacity(BATCH_HEADER_BYTES + bytes);
+        buf.resize(BATCH_HEADER_BYTES, 0);
+        Batch {
+            buf,
+            record_count: 0,
+            first_timestamp: Timestamp(0),
+            max_timestamp: Timestamp(0),
+            max_expires_at: Timestamp(0),
+            records_crc: 0,
+            crc_fresh: false,
+        }
+    }
+
+    /// A batch holding `records`, or the first limit they break.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a NewRecord>,
+    ) -> Result<Batch, EngineError> {
+        let mut batch = Batch::new();
+        for r in records {
+            batch.push(r)?;
+        }
+        Ok(batch)
+    }
+
+    /// Number of records in the batch.
+    pub fn len(&self) -> usize {
+        self.record_count as usize
+    }
+
+    /// Whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    /// Bytes the batch occupies on disk, header included.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Removes every record, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.truncate(BATCH_HEADER_BYTES);
+        self.record_count = 0;
+        self.crc_fresh = false;
+    }
+
+    /// Appends a record, or returns the limit it breaks and leaves the batch
+    /// unchanged.
+    pub fn push(&mut self, record: &NewRecord) -> Result<(), EngineError> {
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+            .collect();
+        self.push_parts(
+            record.timestamp,
+            record.expires_at,
+            &record.id,
+            &headers,
+            &record.payload,
+        )
+    }
+
+    /// Appends a record given by its parts (no allocation for the header
+    /// list), or returns the limit it breaks and leaves the batch unchanged.
+    pub fn push_parts(
+        &mut self,
+        timestamp: Timestamp,
+        expires_at: Timestamp,
+        id: &MessageId,
+        headers: &[(&str, &[u8])],
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
+        check_headers(headers)?;
+        if payload.len() > limits::RECORD_PAYLOAD_BYTES_MAX {
+            return Err(EngineError::RecordTooLarge {
+                size_bytes: payload.len(),
+                max_bytes: limits::RECORD_PAYLOAD_BYTES_MAX,
+            });
+        }
+        if self.len() >= limits::BATCH_RECORDS_MAX {
+            return Err(EngineError::BatchTooManyRecords {
+                max: limits::BATCH_RECORDS_MAX,
+            });
+        }
+        let headers_len: usize = headers.iter().map(|(k, v)| 1 + k.len() + 2 + v.len()).sum();
+        let record_len = RECORD_FIXED_BYTES + headers_len + payload.len();
+        let records_len = self.buf.len() - BATCH_HEADER_BYTES;
+        if records_len + record_len > limits::BATCH_RECORDS_BYTES_MAX {
+            return Err(EngineError::BatchTooLarge {
+                size_bytes: records_len + record_len,
+                max_bytes: limits::BATCH_RECORDS_BYTES_MAX,
+            });
+        }
+        if self.record_count == 0 {
+            self.first_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+            self.max_expires_at = expires_at;
+        }
+        let timestamp_delta = timestamp.0.wrapping_sub(self.first_timestamp.0) as i64;
+        let mut encoded_headers = Vec::with_capacity(headers_len);
+        format::encode_headers(&mut encoded_headers, headers);
+        format::encode_record(
+            &mut self.buf,
+            self.record_count,
+            timestamp_delta,
+            expires_at,
+            id,
+            &encoded_headers,
+            payload,
+        );
+        self.record_count += 1;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.max_expires_at = self.max_expires_at.max(expires_at);
+        self.crc_fresh = false;
+        Ok(())
+    }
+
+    /// Computes the records CRC if a push made it stale.
+    pub(crate) fn seal_records(&mut self) {
+        if !self.crc_fresh {
+            self.records_crc = format::crc(&self.buf[BATCH_HEADER_BYTES..]);
+            self.crc_fresh = true;
+        }
+    }
+
+    /// Stamps the header for a batch placed at `base_offset`.
+    pub(crate) fn stamp(&mut self, base_offset: Offset, durable_offset: Offset) -> BatchHeader {
+        self.seal_records();
+        let header = BatchHeader {
+            base_offset,
+            record_count: self.record_count,
+            records_len: (self.buf.len() - BATCH_HEADER_BYTES) as u32,
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+            max_expires_at: self.max_expires_at,
+            durable_offset,
+            records_crc: self.records_crc,
+        };
+        header.encode(&mut self.buf);
+        header
+    }
+}
+
+fn check_headers(headers: &[(&str, &[u8])]) -> Result<(), EngineError> {
+    if headers.len() > limits::RECORD_HEADERS_MAX {
+        return Err(EngineError::InvalidHeader {
+            reason: format!("more than {} headers", limits::RECORD_HEADERS_MAX),
+        });
+    }
+    for (key, value) in headers {
+        if key.is_empty() || key.len() > limits::HEADER_KEY_BYTES_MAX {
+            return Err(EngineError::InvalidHeader {
+                reason: format!(
+                    "header key must be 1..={} bytes, got {}",
+                    limits::HEADER_KEY_BYTES_MAX,
+                    key.len()
+                ),
+            });
+        }
+        if value.len() > limits::HEADER_VALUE_BYTES_MAX {
+            return Err(EngineError::InvalidHeader {
+                reason: format!(
+                    "header {key:?} value is {} bytes, max {}",
+                    value.len(),
+                    limits::HEADER_VALUE_BYTES_MAX
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn rec(payload: usize) -> NewRecord {
+        NewRecord::new(
+            Timestamp(1),
+            MessageId([1; 16]),
+            Bytes::from(vec![7u8; payload]),
+        )
+    }
+
+    #[test]
+    fn oversize_inputs_are_typed_errors_and_leave_the_batch_unchanged() {
+        let mut b = Batch::new();
+        b.push(&rec(10)).expect("small record");
+        let before = b.encoded_len();
+        let err = b.push(&rec(limits::RECORD_PAYLOAD_BYTES_MAX + 1));
+        assert!(matches!(err, Err(EngineError::RecordTooLarge { .. })));
+        let mut r = rec(1);
+        r.headers = vec![("k".repeat(65), Bytes::new())];
+        assert!(matches!(b.push(&r), Err(EngineError::InvalidHeader { .. })));
+        r.headers = vec![(String::new(), Bytes::new())];
+        assert!(matches!(b.push(&r), Err(EngineError::InvalidHeader { .. })));
+        r.headers = (0..17).map(|i| (format!("k{i}"), Bytes::new())).collect();
+        assert!(matches!(b.push(&r), Err(EngineError::InvalidHeader { .. })));
+        assert_eq!(b.encoded_len(), before);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_limit() {
+        let mut b = Batch::new();
+        let big = rec(limits::RECORD_PAYLOAD_BYTES_MAX);
+        b.push(&big).expect("first");
+        assert!(matches!(
+            b.push(&big),
+            Err(EngineError::BatchTooLarge { .. })
+        ));
+        assert_eq!(b.len(), 1);
+    }
+}

@@ -1,0 +1,290 @@
+//! The engine's only door to the file system, so that tests can swap the
+//! real disk ([`FileDisk`]) for a simulated one that loses un-fsynced bytes
+//! at a simulated crash (`sim::SimDisk`, feature `sim`).
+//!
+//! Contract every implementation keeps (and the engine relies on):
+//! - `write_all_at` and `set_len` are visible to later reads and `map`s at
+//!   once, but survive a crash only after `sync_data` on that file.
+//! - A new name (`create_new`, `rename`) or a removed one survives a crash
+//!   only after `sync_dir` on its directory; `rename` is atomic.
+//! - A mapping stays readable after its file is renamed over or removed;
+//!   the engine never shrinks a file below what a live mapping covers.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A read-only view of the first bytes of a file, shared by every `Bytes`
+/// handed out from it.
+#[derive(Clone)]
+pub struct Mapping(Arc<MappedBytes>);
+
+enum MappedBytes {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for MappedBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            MappedBytes::Mmap(m) => m,
+            MappedBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Owner of a mapping inside `Bytes`: keeps the mapping alive while any
+/// slice of it is.
+struct MappingOwner(Arc<MappedBytes>);
+
+impl AsRef<[u8]> for MappingOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
+}
+
+impl Mapping {
+    /// A mapping of bytes held in memory (the simulated disk, empty files).
+    pub fn from_vec(bytes: Vec<u8>) -> Mapping {
+        Mapping(Arc::new(MappedBytes::Owned(bytes)))
+    }
+
+    /// The mapped bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// The whole mapping as `Bytes`; slices of it are zero-copy.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from_owner(MappingOwner(Arc::clone(&self.0)))
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping").field("len", &self.len()).finish()
+    }
+}
+
+/// One open file.
+pub trait DiskFile: Send + Sync + fmt::Debug {
+    /// Current length of the file.
+    fn len_bytes(&self) -> io::Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `pos`.
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `pos`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes every write to this file durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps the first `len` bytes (at most the file's length) read-only.
+    fn map(&self, len: u64) -> io::Result<Mapping>;
+}
+
+/// A file system.
+pub trait Disk: Send + Sync + fmt::Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a file that must not exist yet, open for reading and writing.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the directory for the life of the guard,
+    /// or fails with `ErrorKind::WouldBlock` if someone else holds it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileDisk;
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+}
+
+impl DiskFile for RealFile {
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, pos)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    #[allow(unsafe_code)]
+    fn map(&self, len: u64) -> io::Result<Mapping> {
+        if len == 0 {
+            // mmap rejects empty mappings.
+            return Ok(Mapping::from_vec(Vec::new()));
+        }
+        let file_len = self.len_bytes()?;
+        if len > file_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot map {len} bytes of a {file_len}-byte file"),
+            ));
+        }
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+        // SAFETY: a mapping is undefined behaviour only if the mapped bytes
+        // change under it or the file shrinks below it. The engine writes a
+        // segment only past every mapped length (appends go to the end), and
+        // never shrinks a file region a mapping covers: `truncate` writes a
+        // new file and renames it over the old one instead, which leaves
+        // existing mappings on the old inode. Other processes are kept out
+        // by the directory lock.
+        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
+        Ok(Mapping(Arc::new(MappedBytes::Mmap(mmap))))
+    }
+}
+
+impl Disk for FileDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+        let path: PathBuf = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Reads a whole small file (seals, indexes).
+pub(crate) fn read_small_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
+    let file = disk.open(path)?;
+    let len = file.len_bytes()?;
+    // Seal and index files are small; refuse anything absurd before
+    // allocating (a damaged file system could report any length).
+    if len > 64 * 1024 * 1024 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {len} bytes, too large for a seal or index",
+                path.display()
+            ),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` durably and atomically: a temporary file is
+/// written and fsynced, then renamed over `path`. The caller syncs the
+/// directory (once, for all its renames).
+pub(crate) fn write_file_atomic(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    match disk.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = disk.create_new(&tmp)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    disk.rename(&tmp, path)
+}
+
+/// The temporary name used while writing `path`.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Removes a file, treating "already gone" as success.
+pub(crate) fn remove_if_exists(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    match disk.remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,614 @@
+//! A log: a directory of segments, the last one active (docs/format.md).
+//!
+//! Invariants: segments are contiguous in offset order; only the last one is
+//! unsealed and written; `start_offset <= durable_offset <= next_offset`;
+//! every offset below `durable_offset` has been fsynced (and so has the
+//! directory entry of its segment).
+//! Concurrency: `&mut self` writes, `&self` reads; wrap the log in a lock to
+//! share it. For group commit, `flush_ticket` / `FlushTicket::sync` /
+//! `complete_flush` let the fsync itself run without the lock held.
+//! Failure: a failed fsync poisons the log (every later write returns
+//! `Poisoned`) because the kernel may have dropped the dirty pages; reopen
+//! to recover. Reads keep working.
+
+use std::any::Any;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::config::LogConfig;
+use crate::disk::{self, Disk, DiskFile, FileDisk};
+use crate::error::EngineError;
+use crate::format::iter_headers;
+use crate::record::{MessageId, Offset, Record, Timestamp};
+use crate::recovery;
+use crate::segment::{self, Segment};
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub base_offset: Offset,
+    /// Offset of its last record.
+    pub last_offset: Offset,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_removed: usize,
+    /// Bytes of `.log` files deleted.
+    pub bytes_removed: u64,
+    /// The log's first offset afterwards.
+    pub start_offset: Offset,
+}
+
+/// A pending fsync: taken under the log's lock, run without it, and handed
+/// back to `complete_flush`. See the module docs.
+#[derive(Debug)]
+#[must_use = "a ticket does nothing until synced and completed"]
+pub struct FlushTicket {
+    file: Arc<dyn DiskFile>,
+    path: PathBuf,
+    next: Offset,
+    epoch: u64,
+}
+
+impl FlushTicket {
+    /// Runs the fsync. Call without holding the log's lock.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// The offset this ticket makes durable everything below.
+    pub fn offset(&self) -> Offset {
+        self.next
+    }
+}
+
+/// A segmented, append-only log. See the crate docs for an overview.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    disk: Arc<dyn Disk>,
+    /// In offset order; the last is the active (unsealed) segment.
+    segments: Vec<Segment>,
+    durable: Offset,
+    poisoned: bool,
+    /// Bumped when a truncation replaces the active file, so that an older
+    /// ticket cannot mark new, unsynced records at the same offsets durable.
+    epoch: u64,
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, EngineError> {
+        Log::open_on(Arc::new(FileDisk), dir, config)
+    }
+
+    /// Opens (or creates) the log in `dir` on `disk`.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<Log, EngineError> {
+        config.sanitize()?;
+        let dir = dir.as_ref().to_path_buf();
+        let io = |e| EngineError::io(&dir, e);
+        disk.create_dir_all(&dir).map_err(io)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The directory's own entry must be durable before anything in
+            // it is reported durable.
+            disk.sync_dir(parent)
+                .map_err(|e| EngineError::io(parent, e))?;
+        }
+        let lock = disk.lock_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => EngineError::Locked { path: dir.clone() },
+            _ => EngineError::io(&dir, e),
+        })?;
+        let segments = recovery::recover(disk.as_ref(), &dir, &config)?;
+        let mut log = Log {
+            dir,
+            config,
+            disk,
+            segments,
+            durable: Offset(0),
+            poisoned: false,
+            epoch: 0,
+            _lock: lock,
+        };
+        log.ensure_active()?;
+        // Recovery fsynced the active segment; sealed ones were fsynced
+        // before they were sealed.
+        log.durable = log.next_offset();
+        #[cfg(debug_assertions)]
+        log.check_invariants();
+        Ok(log)
+    }
+
+    /// The directory holding the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The first offset still in the log.
+    pub fn start_offset(&self) -> Offset {
+        self.segments.first().map_or(Offset(0), |s| s.base)
+    }
+
+    /// One past the last offset in the log: where the next append goes.
+    pub fn next_offset(&self) -> Offset {
+        self.active().next
+    }
+
+    /// Every offset below this one is durable (fsynced).
+    pub fn durable_offset(&self) -> Offset {
+        self.durable
+    }
+
+    /// Total bytes of the log's `.log` files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.segments.iter().map(|s| s.base).collect()
+    }
+
+    /// Whether an fsync failure has made the log refuse writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn active(&self) -> &Segment {
+        match self.segments.last() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        match self.segments.last_mut() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), EngineError> {
+        if self.poisoned {
+            Err(EngineError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), EngineError> {
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(|e| EngineError::io(&self.dir, e))
+    }
+
+    /// Makes sure the last segment is an active one, creating it after a
+    /// roll (or after a crash between sealing and creating).
+    fn ensure_active(&mut self) -> Result<(), EngineError> {
+        let base = match self.segments.last() {
+            Some(s) if s.seal.is_none() => return Ok(()),
+            Some(s) => s.next,
+            None => Offset(0),
+        };
+        let paths = segment::SegmentPaths::new(&self.dir, base);
+        // A file left by an earlier attempt that failed before its
+        // directory sync holds nothing this log ever reported.
+        disk::remove_if_exists(self.disk.as_ref(), &paths.log)
+            .map_err(|e| EngineError::io(&paths.log, e))?;
+        let segment = Segment::create(self.disk.as_ref(), &self.dir, base)?;
+        self.sync_dir()?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Appends a batch; its records are readable at once and durable after
+    /// the next flush. Rolls to a new segment first if the active one is full
+    /// or old. On error nothing was appended.
+    pub fn append(&mut self, batch: &mut Batch) -> Result<Appended, EngineError> {
+        self.check_writable()?;
+        if batch.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        self.ensure_active()?;
+        let active = self.active();
+        let full = active.len + batch.encoded_len() as u64 > self.config.segment_bytes_max;
+        let old = active
+            .first_append
+            .is_some_and(|t| t.elapsed() >= self.config.segment_age_max);
+        if !active.is_empty() && (full || old) {
+            self.roll()?;
+        }
+        let durable = self.durable;
+        let interval = self.config.index_interval_bytes;
+        let (base_offset, last_offset) = self.active_mut().append(batch, durable, interval)?;
+        Ok(Appended {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    /// Seals the active segment (if it holds anything) and starts a new one.
+    pub fn roll(&mut self) -> Result<(), EngineError> {
+        self.check_writable()?;
+        self.ensure_active()?;
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let active = self.active();
+        let path = active.paths.log.clone();
+        if let Some(writer) = active.writer()
+            && let Err(e) = writer.sync_data()
+        {
+            self.poisoned = true;
+            return Err(EngineError::io(path, e));
+        }
+        let disk = Arc::clone(&self.disk);
+        self.active_mut().seal(disk.as_ref())?;
+        let sealed_next = self.active().next;
+        self.durable = self.durable.max(sealed_next);
+        self.ensure_active()
+    }
+
+    /// Makes everything appended so far durable; returns the new durable
+    /// offset. One `fdatasync` of the active segment.
+    pub fn flush(&mut self) -> Result<Offset, EngineError> {
+        let ticket = self.flush_ticket()?;
+        let result = ticket.sync();
+        self.complete_flush(ticket, result)
+    }
+
+    /// Takes a ticket to fsync everything appended so far.
+    pub fn flush_ticket(&self) -> Result<FlushTicket, EngineError> {
+        self.check_writable()?;
+        let active = self.active();
+        let file = match active.writer() {
+            Some(w) => Arc::clone(w),
+            None => unreachable!("the active segment has a writer"),
+        };
+        Ok(FlushTicket {
+            file,
+            path: active.paths.log.clone(),
+            next: active.next,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Records the outcome of a ticket's fsync and returns the durable offset.
+    /// A failed fsync poisons the log.
+    pub fn complete_flush(
+        &mut self,
+        ticket: FlushTicket,
+        result: io::Result<()>,
+    ) -> Result<Offset, EngineError> {
+        if let Err(e) = result {
+            self.poisoned = true;
+            return Err(EngineError::io(ticket.path, e));
+        }
+        self.check_writable()?;
+        if ticket.epoch == self.epoch {
+            self.durable = self.durable.max(ticket.next.min(self.next_offset()));
+        }
+        Ok(self.durable)
+    }
+
+    /// Index of the segment holding `offset`, which must be in the log.
+    fn segment_for(&self, offset: Offset) -> usize {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1)
+    }
+
+    fn check_range(&self, offset: Offset) -> Result<(), EngineError> {
+        let (start, next) = (self.start_offset(), self.next_offset());
+        if offset < start || offset > next {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: offset,
+                start,
+                next,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads records from `from` on: at most `max_records`, and at most
+    /// `max_bytes` of encoded records except that the first record is always
+    /// returned whole. Reading at `next_offset` returns nothing; outside
+    /// `[start_offset, next_offset]` is `OffsetOutOfRange`.
+    pub fn read(
+        &self,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, EngineError> {
+        self.check_range(from)?;
+        let mut out = Vec::new();
+        let mut budget = max_bytes;
+        let mut cursor = from;
+        for segment in &self.segments[self.segment_for(from)..] {
+            if cursor >= segment.next || out.len() >= max_records {
+                break;
+            }
+            let before = out.len();
+            segment.read_into(
+                self.disk.as_ref(),
+                self.config.index_interval_bytes,
+                cursor,
+                max_records,
+                &mut budget,
+                &mut out,
+            )?;
+            let reached = out.last().map_or(cursor, |r| r.offset.plus(1));
+            if out.len() == before || reached < segment.next {
+                break; // a limit stopped the read inside this segment
+            }
+            cursor = reached;
+        }
+        Ok(out)
+    }
+
+    /// The offset of the first record with a timestamp at or after `t`, or
+    /// `next_offset` if there is none.
+    pub fn offset_for_timestamp(&self, t: Timestamp) -> Result<Offset, EngineError> {
+        let interval = self.config.index_interval_bytes;
+        for segment in self.segments.iter().filter(|s| !s.is_empty()) {
+            // Every record of an earlier segment is at most its maximum.
+            if segment.max_timestamp < t {
+                continue;
+            }
+            if let Some(offset) = segment.find_time(self.disk.as_ref(), interval, t)? {
+                return Ok(offset);
+            }
+        }
+        Ok(self.next_offset())
+    }
+
+    /// The last record with `id` among offsets `[from, to)` (clamped to the
+    /// log). A linear scan of that range: keep ranges narrow.
+    pub fn find_by_id(
+        &self,
+        id: &MessageId,
+        from: Offset,
+        to: Offset,
+    ) -> Result<Option<Record>, EngineError> {
+        let from = from.max(self.start_offset());
+        let to = to.min(self.next_offset());
+        let mut found = None;
+        if from >= to {
+            return Ok(None);
+        }
+        for segment in &self.segments[self.segment_for(from)..] {
+            if segment.base >= to {
+                break;
+            }
+            let hit = segment.find_id(
+                self.disk.as_ref(),
+                self.config.index_interval_bytes,
+                id,
+                from,
+                to,
+            )?;
+            found = hit.or(found);
+        }
+        Ok(found)
+    }
+
+    /// Reads a whole segment and checks every checksum, record and seal
+    /// field (for a background scrubber).
+    pub fn verify_segment(&self, base: Offset) -> Result<(), EngineError> {
+        let segment = self
+            .segments
+            .iter()
+            .find(|s| s.base == base)
+            .ok_or(EngineError::NoSuchSegment { base })?;
+        segment.verify(self.disk.as_ref(), self.config.index_interval_bytes)
+    }
+
+    /// Removes every record after `last_kept`. See `truncate_from`.
+    pub fn truncate_after(&mut self, last_kept: Offset) -> Result<(), EngineError> {
+        self.truncate_from(last_kept.plus(1))
+    }
+
+    /// Removes every record at or after `first_removed`, durably, before
+    /// returning. A segment cut in the middle is rewritten into a new file
+    /// renamed over the old one, so readers holding records from the old
+    /// file keep valid bytes: no mapped region is ever truncated. Any error
+    /// part-way poisons the log (reopen finishes or undoes the work).
+    pub fn truncate_from(&mut self, first_removed: Offset) -> Result<(), EngineError> {
+        self.check_writable()?;
+        if first_removed >= self.next_offset() {
+            return Ok(());
+        }
+        self.check_range(first_removed)?;
+        let result = self.truncate_inner(first_removed);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        #[cfg(debug_assertions)]
+        if result.is_ok() {
+            self.check_invariants();
+        }
+        result
+    }
+
+    fn truncate_inner(&mut self, first_removed: Offset) -> Result<(), EngineError> {
+        let disk = Arc::clone(&self.disk);
+        let disk = disk.as_ref();
+        let keep = self.segment_for(first_removed);
+        // 1. Later segments go, newest first, so that a crash part-way
+        //    leaves a contiguous log.
+        for segment in self.segments[keep + 1..].iter().rev() {
+            remove_segment_files(disk, segment)?;
+        }
+        self.sync_dir()?;
+        self.segments.truncate(keep + 1);
+        // 2. The kept segment becomes the active one: its seal and indexes go
+        //    before its file shrinks, so no seal ever describes a shorter file.
+        let segment = &self.segments[keep];
+        for path in [
+            &segment.paths.seal,
+            &segment.paths.offset_index,
+            &segment.paths.time_index,
+        ] {
+            disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
+        }
+        self.sync_dir()?;
+        // 3. Its surviving prefix is written to a new file that replaces it.
+        let bytes = self.kept_prefix(keep, first_removed)?;
+        let paths = segment.paths.clone();
+        let tmp = disk::tmp_path(&paths.log);
+        let io = |e| EngineError::io(&tmp, e);
+        disk::remove_if_exists(disk, &tmp).map_err(io)?;
+        let file = disk.create_new(&tmp).map_err(io)?;
+        file.write_all_at(&bytes, 0).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        disk.rename(&tmp, &paths.log).map_err(io)?;
+        self.sync_dir()?;
+        let scan = segment::scan(
+            &bytes,
+            self.segments[keep].base,
+            self.config.index_interval_bytes,
+        );
+        if let Some(d) = scan.damage {
+            return Err(EngineError::corrupted(
+                &paths.log, d.offset, d.position, d.reason,
+            ));
+        }
+        let segment = &mut self.segments[keep];
+        segment.drop_mapping();
+        segment.reset_after_rewrite(file, scan);
+        self.durable = first_removed;
+        self.epoch += 1;
+        Ok(())
+    }
+
+    /// The bytes of segment `i` that hold offsets below `first_removed`: whole
+    /// batches copied, and the batch the cut falls inside re-encoded with
+    /// only its first records.
+    fn kept_prefix(&self, i: usize, first_removed: Offset) -> Result<Vec<u8>, EngineError> {
+        let segment = &self.segments[i];
+        let view = segment.view(self.disk.as_ref())?;
+        let mut pos = 0u64;
+        let mut header = None;
+        while pos < segment.len {
+            let h = segment::verify_batch_at(&view, pos)
+                .map_err(|r| EngineError::corrupted(&segment.paths.log, segment.base, pos, r))?;
+            if h.next_offset() > first_removed {
+                header = Some(h);
+                break;
+            }
+            pos += h.total_len();
+        }
+        let mut bytes = view[..pos as usize].to_vec();
+        let Some(header) = header else {
+            return Ok(bytes);
+        };
+        if header.base_offset < first_removed {
+            let count = (first_removed.0 - header.base_offset.0) as usize;
+            let mut records = Vec::with_capacity(count);
+            let mut budget = usize::MAX;
+            segment.read_into(
+                self.disk.as_ref(),
+                self.config.index_interval_bytes,
+                header.base_offset,
+                count,
+                &mut budget,
+                &mut records,
+            )?;
+            let mut batch = Batch::new();
+            for r in &records {
+                let headers: Vec<(&str, &[u8])> = iter_headers(&r.headers).collect();
+                batch.push_parts(r.timestamp, r.expires_at, &r.id, &headers, &r.payload)?;
+            }
+            batch.stamp(header.base_offset, header.durable_offset.min(first_removed));
+            bytes.extend_from_slice(&batch.buf);
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes whole sealed segments that hold only offsets below `offset`;
+    /// returns the new start offset. The active segment is never deleted.
+    pub fn purge_before(&mut self, offset: Offset) -> Result<Offset, EngineError> {
+        let count = self
+            .segments
+            .iter()
+            .take_while(|s| s.seal.is_some() && s.next <= offset)
+            .count();
+        self.remove_oldest(count)?;
+        Ok(self.start_offset())
+    }
+
+    /// Deletes the oldest sealed segments whose every record has expired at
+    /// `now` and, when `retention_bytes_max` is set, the oldest sealed
+    /// segments while the log is larger than it. Only a prefix of the log is
+    /// ever deleted, so it stays contiguous: one long-lived record keeps the
+    /// segments after it.
+    pub fn apply_retention(&mut self, now: Timestamp) -> Result<RetentionReport, EngineError> {
+        let sealed = || self.segments.iter().take_while(|s| s.seal.is_some());
+        let mut count = sealed().take_while(|s| s.max_expires_at <= now).count();
+        if let Some(max) = self.config.retention_bytes_max {
+            let mut size = self.size_bytes() - sealed().take(count).map(|s| s.len).sum::<u64>();
+            for s in sealed().skip(count) {
+                if size <= max {
+                    break;
+                }
+                size -= s.len;
+                count += 1;
+            }
+        }
+        let bytes_removed = self.segments[..count].iter().map(|s| s.len).sum();
+        self.remove_oldest(count)?;
+        Ok(RetentionReport {
+            segments_removed: count,
+            bytes_removed,
+            start_offset: self.start_offset(),
+        })
+    }
+
+    /// Removes the `count` oldest segments (all sealed), oldest first, so a
+    /// crash part-way leaves a contiguous log.
+    fn remove_oldest(&mut self, count: usize) -> Result<(), EngineError> {
+        if count == 0 {
+            return Ok(());
+        }
+        debug_assert!(count < self.segments.len());
+        for segment in &self.segments[..count] {
+            remove_segment_files(self.disk.as_ref(), segment)?;
+        }
+        self.segments.drain(..count);
+        self.sync_dir()
+    }
+
+    /// Checks the log's invariants (debug builds, after open and truncate).
+    #[cfg(debug_assertions)]
+    pub(crate) fn check_invariants(&self) {
+        assert!(!self.segments.is_empty());
+        for w in self.segments.windows(2) {
+            assert_eq!(w[0].next, w[1].base, "segments must meet");
+            assert!(w[0].seal.is_some(), "only the last segment is unsealed");
+        }
+        assert!(self.start_offset() <= self.durable && self.durable <= self.next_offset());
+    }
+}
+
+fn remove_segment_files(disk: &dyn Disk, segment: &Segment) -> Result<(), EngineError> {
+    for path in segment.paths.all() {
+        disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
+    }
+    Ok(())
+}

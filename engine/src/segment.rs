@@ -1,0 +1,662 @@
+//! One segment: a `.log` file of batches plus its sparse indexes and, once
+//! sealed, its `.seal` file (docs/format.md#segment-files).
+//!
+//! Invariants: offsets are contiguous from `base` to `next`; bytes past
+//! `len` are never read (they may be a torn write being rolled back); a
+//! sealed segment's file is exactly `seal.log_len` bytes and never written.
+//! Concurrency: one writer (`&mut self`); readers (`&self`) share immutable
+//! mappings, and a mapping is replaced, never shrunk, when the file grows.
+//! Failure: errors are returned; the owning `Log` decides about poisoning.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::batch::Batch;
+use crate::disk::{self, Disk, DiskFile, Mapping};
+use crate::error::EngineError;
+use crate::format::{BATCH_HEADER_BYTES, BatchHeader, RecordIter, Seal};
+use crate::index::{ScanStart, SegmentIndex};
+use crate::record::{MessageId, Offset, Record, Timestamp};
+
+/// The four file names of a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub seal: PathBuf,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base: Offset) -> SegmentPaths {
+        let stem = format!("{:020}", base.0);
+        SegmentPaths {
+            log: dir.join(format!("{stem}.log")),
+            seal: dir.join(format!("{stem}.seal")),
+            offset_index: dir.join(format!("{stem}.index")),
+            time_index: dir.join(format!("{stem}.timeindex")),
+        }
+    }
+
+    /// Every file of the segment, the log first: removing in this order
+    /// leaves at worst orphan side files, which open deletes.
+    pub fn all(&self) -> [&Path; 4] {
+        [&self.log, &self.seal, &self.offset_index, &self.time_index]
+    }
+}
+
+/// The result of reading a segment's batches from the start, verifying each.
+#[derive(Debug, Clone)]
+pub(crate) struct Scan {
+    /// Bytes of whole, valid batches from position 0.
+    pub valid_len: u64,
+    /// One past the last valid offset.
+    pub next: Offset,
+    pub batch_count: u32,
+    pub max_timestamp: Timestamp,
+    pub max_expires_at: Timestamp,
+    pub headers_crc: crc32fast::Hasher,
+    pub index: SegmentIndex,
+    /// The first damaged batch, if the scan stopped before the end.
+    pub damage: Option<Damage>,
+}
+
+/// Where and why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub position: u64,
+    /// The offset the damaged batch should have started at.
+    pub offset: Offset,
+    pub reason: String,
+}
+
+/// Decodes and fully verifies the batch at `pos` of `bytes`: header CRC,
+/// bounds, then records CRC. Returns the header.
+pub(crate) fn verify_batch_at(bytes: &[u8], pos: u64) -> Result<BatchHeader, String> {
+    let start = usize::try_from(pos).map_err(|_| "position overflows".to_string())?;
+    let rest = bytes.get(start..).ok_or("position past end")?;
+    let header = BatchHeader::decode(rest).map_err(|e| e.0)?;
+    let records = rest
+        .get(BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + header.records_len as usize)
+        .ok_or_else(|| {
+            format!(
+                "batch records truncated: {} of {} bytes present",
+                rest.len().saturating_sub(BATCH_HEADER_BYTES),
+                header.records_len
+            )
+        })?;
+    let computed = crate::format::crc(records);
+    if computed != header.records_crc {
+        return Err(format!(
+            "records crc mismatch: stored {:#010x}, computed {computed:#010x}",
+            header.records_crc
+        ));
+    }
+    Ok(header)
+}
+
+/// Reads `bytes` batch by batch from position 0 for a segment based at
+/// `base`, verifying every CRC and offset, and rebuilding the indexes.
+pub(crate) fn scan(bytes: &[u8], base: Offset, interval_bytes: u32) -> Scan {
+    let mut s = Scan {
+        valid_len: 0,
+        next: base,
+        batch_count: 0,
+        max_timestamp: Timestamp(0),
+        max_expires_at: Timestamp(0),
+        headers_crc: crc32fast::Hasher::new(),
+        index: SegmentIndex::default(),
+        damage: None,
+    };
+    while (s.valid_len as usize) < bytes.len() {
+        let pos = s.valid_len;
+        let checked = verify_batch_at(bytes, pos).and_then(|h| {
+            if h.base_offset == s.next {
+                Ok(h)
+            } else {
+                Err(format!(
+                    "batch base offset {}, expected {}",
+                    h.base_offset, s.next
+                ))
+            }
+        });
+        let header = match checked {
+            Ok(h) => h,
+            Err(reason) => {
+                s.damage = Some(Damage {
+                    position: pos,
+                    offset: s.next,
+                    reason,
+                });
+                break;
+            }
+        };
+        let relative = (s.next.0 - base.0) as u32;
+        s.index
+            .on_batch(interval_bytes, pos, relative, s.max_timestamp);
+        s.headers_crc
+            .update(&bytes[pos as usize..pos as usize + BATCH_HEADER_BYTES]);
+        s.batch_count += 1;
+        s.max_timestamp = s.max_timestamp.max(header.max_timestamp);
+        s.max_expires_at = s.max_expires_at.max(header.max_expires_at);
+        s.next = header.next_offset();
+        s.valid_len = pos + header.total_len();
+    }
+    s
+}
+
+/// One segment of a log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: Offset,
+    /// One past the last offset.
+    pub next: Offset,
+    /// Bytes of valid batches; the file may be longer only transiently.
+    pub len: u64,
+    pub max_timestamp: Timestamp,
+    pub max_expires_at: Timestamp,
+    pub batch_count: u32,
+    headers_crc: crc32fast::Hasher,
+    /// `Some` once sealed: the segment is immutable.
+    pub seal: Option<Seal>,
+    pub paths: SegmentPaths,
+    /// The open file of the active segment.
+    writer: Option<Arc<dyn DiskFile>>,
+    /// When the first batch went in, for rolling by age.
+    pub first_append: Option<Instant>,
+    /// Loaded lazily for sealed segments; always present for the active one.
+    index: OnceLock<SegmentIndex>,
+    /// The newest mapping; replaced when a read needs bytes past its end.
+    mapping: Mutex<Option<Mapping>>,
+    /// Bytes from position 0 whose CRCs have been checked since open.
+    verified_len: AtomicU64,
+}
+
+impl Segment {
+    /// Creates a new, empty active segment file at `base`. The caller syncs
+    /// the directory.
+    pub fn create(disk: &dyn Disk, dir: &Path, base: Offset) -> Result<Segment, EngineError> {
+        let paths = SegmentPaths::new(dir, base);
+        let writer = disk
+            .create_new(&paths.log)
+            .map_err(|e| EngineError::io(&paths.log, e))?;
+        let index = OnceLock::new();
+        let _ = index.set(SegmentIndex::default());
+        Ok(Segment {
+            base,
+            next: base,
+            len: 0,
+            max_timestamp: Timestamp(0),
+            max_expires_at: Timestamp(0),
+            batch_count: 0,
+            headers_crc: crc32fast::Hasher::new(),
+            seal: None,
+            paths,
+            writer: Some(writer),
+            first_append: None,
+            index,
+            mapping: Mutex::new(None),
+            verified_len: AtomicU64::new(0),
+        })
+    }
+
+    /// A sealed segment known from its seal; nothing is read until needed.
+    pub fn sealed(dir: &Path, seal: Seal) -> Segment {
+        Segment {
+            base: seal.base_offset,
+            next: seal.next_offset,
+            len: seal.log_len,
+            max_timestamp: seal.max_timestamp,
+            max_expires_at: seal.max_expires_at,
+            batch_count: seal.batch_count,
+            headers_crc: crc32fast::Hasher::new(),
+            seal: Some(seal),
+            paths: SegmentPaths::new(dir, seal.base_offset),
+            writer: None,
+            first_append: None,
+            index: OnceLock::new(),
+            mapping: Mutex::new(None),
+            verified_len: AtomicU64::new(0),
+        }
+    }
+
+    /// The active segment after an open scan verified its first
+    /// `scan.valid_len` bytes (the caller has cut anything after them).
+    pub fn active_from_scan(
+        dir: &Path,
+        base: Offset,
+        scan: Scan,
+        writer: Arc<dyn DiskFile>,
+    ) -> Segment {
+        let index = OnceLock::new();
+        let _ = index.set(scan.index);
+        Segment {
+            base,
+            next: scan.next,
+            len: scan.valid_len,
+            max_timestamp: scan.max_timestamp,
+            max_expires_at: scan.max_expires_at,
+            batch_count: scan.batch_count,
+            headers_crc: scan.headers_crc,
+            seal: None,
+            paths: SegmentPaths::new(dir, base),
+            writer: Some(writer),
+            // Age counts from open: the time of the first append before a
+            // restart is not recorded, and rolling early is harmless.
+            first_append: (scan.batch_count > 0).then(Instant::now),
+            index,
+            mapping: Mutex::new(None),
+            verified_len: AtomicU64::new(scan.valid_len),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next == self.base
+    }
+
+    pub fn writer(&self) -> Option<&Arc<dyn DiskFile>> {
+        self.writer.as_ref()
+    }
+
+    /// Appends a stamped batch at the end of this (active) segment.
+    pub fn append(
+        &mut self,
+        batch: &mut Batch,
+        durable: Offset,
+        interval_bytes: u32,
+    ) -> Result<(Offset, Offset), EngineError> {
+        let Some(writer) = self.writer.clone() else {
+            unreachable!("append to a sealed segment");
+        };
+        let header = batch.stamp(self.next, durable);
+        if let Err(e) = writer.write_all_at(&batch.buf, self.len) {
+            // Cut what a partial write left, so the file ends at `len` again.
+            // The region was never mapped (mappings stop at `len`), so this
+            // cannot pull bytes from under a reader. If the cut fails too,
+            // the next append overwrites the garbage, and recovery would
+            // treat it as a torn tail.
+            let _ = writer.set_len(self.len);
+            return Err(EngineError::io(&self.paths.log, e));
+        }
+        let relative = (self.next.0 - self.base.0) as u32;
+        if let Some(index) = self.index.get_mut() {
+            index.on_batch(interval_bytes, self.len, relative, self.max_timestamp);
+        }
+        self.headers_crc.update(&batch.buf[..BATCH_HEADER_BYTES]);
+        self.batch_count += 1;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.max_expires_at = self.max_expires_at.max(header.max_expires_at);
+        self.len += header.total_len();
+        self.next = header.next_offset();
+        self.verified_len.store(self.len, Ordering::Release);
+        self.first_append.get_or_insert_with(Instant::now);
+        Ok((header.base_offset, Offset(self.next.0 - 1)))
+    }
+
+    /// Makes this active segment immutable: fsyncs it, writes its indexes
+    /// (caches, not fsynced) and its seal (fsynced, renamed into place).
+    /// The caller syncs the directory.
+    pub fn seal(&mut self, disk: &dyn Disk) -> Result<(), EngineError> {
+        debug_assert!(self.seal.is_none() && !self.is_empty());
+        let Some(writer) = self.writer.as_ref() else {
+            unreachable!("sealing a segment without a writer");
+        };
+        writer
+            .sync_data()
+            .map_err(|e| EngineError::io(&self.paths.log, e))?;
+        if let Some(index) = self.index.get() {
+            write_index_files(disk, &self.paths, index, self.base, self.len);
+        }
+        let seal = Seal {
+            base_offset: self.base,
+            next_offset: self.next,
+            log_len: self.len,
+            max_timestamp: self.max_timestamp,
+            max_expires_at: self.max_expires_at,
+            batch_count: self.batch_count,
+            headers_crc: self.headers_crc.clone().finalize(),
+        };
+        disk::write_file_atomic(disk, &self.paths.seal, &seal.encode())
+            .map_err(|e| EngineError::io(&self.paths.seal, e))?;
+        self.seal = Some(seal);
+        self.writer = None;
+        Ok(())
+    }
+
+    /// The segment's bytes `[0, len)` as zero-copy `Bytes`.
+    pub fn view(&self, disk: &dyn Disk) -> Result<Bytes, EngineError> {
+        let mut slot = self.mapping.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = slot.as_ref().filter(|m| m.len() >= self.len) {
+            return Ok(m.to_bytes().slice(..self.len as usize));
+        }
+        let mapping = match &self.writer {
+            Some(w) => w.map(self.len),
+            None => disk.open(&self.paths.log).and_then(|f| f.map(self.len)),
+        }
+        .map_err(|e| EngineError::io(&self.paths.log, e))?;
+        let bytes = mapping.to_bytes();
+        *slot = Some(mapping);
+        Ok(bytes)
+    }
+
+    /// Forgets the cached mapping; readers keep the `Bytes` they hold.
+    pub fn drop_mapping(&self) {
+        *self.mapping.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The segment's index, loading or rebuilding it on first use.
+    pub fn index(
+        &self,
+        disk: &dyn Disk,
+        interval_bytes: u32,
+    ) -> Result<&SegmentIndex, EngineError> {
+        if let Some(ix) = self.index.get() {
+            return Ok(ix);
+        }
+        let loaded = disk::read_small_file(disk, &self.paths.offset_index)
+            .ok()
+            .zip(disk::read_small_file(disk, &self.paths.time_index).ok())
+            .and_then(|(o, t)| SegmentIndex::decode(self.base, self.next, self.len, &o, &t));
+        let index = match loaded {
+            Some(ix) => ix,
+            None => {
+                let view = self.view(disk)?;
+                let s = scan(&view, self.base, interval_bytes);
+                if let Some(d) = s.damage {
+                    return Err(EngineError::corrupted(
+                        &self.paths.log,
+                        d.offset,
+                        d.position,
+                        d.reason,
+                    ));
+                }
+                if s.next != self.next || s.valid_len != self.len {
+                    return Err(EngineError::corrupted(
+                        &self.paths.log,
+                        s.next,
+                        s.valid_len,
+                        format!("segment ends at offset {}, seal says {}", s.next, self.next),
+                    ));
+                }
+                self.verified_len.fetch_max(s.valid_len, Ordering::AcqRel);
+                tracing::info!(segment = %self.paths.log.display(), "rebuilt index");
+                write_index_files(disk, &self.paths, &s.index, self.base, self.len);
+                s.index
+            }
+        };
+        let _ = self.index.set(index);
+        Ok(self
+            .index
+            .get()
+            .unwrap_or_else(|| unreachable!("index was just set")))
+    }
+
+    /// Verifies (once) and returns the batch at `pos`, which must start at
+    /// `expected`; the records section is returned as a zero-copy slice.
+    fn batch_at(
+        &self,
+        view: &Bytes,
+        pos: u64,
+        expected: Offset,
+    ) -> Result<(BatchHeader, Bytes), EngineError> {
+        let corrupt =
+            |reason: String| EngineError::corrupted(&self.paths.log, expected, pos, reason);
+        let header = if pos < self.verified_len.load(Ordering::Acquire) {
+            // Verified before: the header CRC is still checked (it is cheap
+            // and guards the lengths used below), the records CRC is not.
+            BatchHeader::decode(view.get(pos as usize..).unwrap_or_default())
+                .map_err(|e| corrupt(e.0))?
+        } else {
+            let h = verify_batch_at(view, pos).map_err(corrupt)?;
+            // Advance the watermark only over a contiguous verified prefix.
+            let _ = self.verified_len.compare_exchange(
+                pos,
+                pos + h.total_len(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            h
+        };
+        if header.base_offset != expected {
+            return Err(corrupt(format!(
+                "batch base offset {}, expected {expected}",
+                header.base_offset
+            )));
+        }
+        let start = pos as usize + BATCH_HEADER_BYTES;
+        let end = start + header.records_len as usize;
+        if end > view.len() {
+            return Err(corrupt("batch runs past the end of the segment".into()));
+        }
+        Ok((header, view.slice(start..end)))
+    }
+
+    /// Calls `f` with each batch from `start` to the end of the segment,
+    /// until it breaks.
+    fn for_each_batch(
+        &self,
+        disk: &dyn Disk,
+        start: ScanStart,
+        mut f: impl FnMut(&BatchHeader, &Bytes) -> Result<ControlFlow<()>, EngineError>,
+    ) -> Result<(), EngineError> {
+        let view = self.view(disk)?;
+        let mut pos = start.position;
+        let mut expected = self.base.plus(u64::from(start.relative_offset));
+        while pos < self.len {
+            let (header, records) = self.batch_at(&view, pos, expected)?;
+            if f(&header, &records)?.is_break() {
+                break;
+            }
+            pos += header.total_len();
+            expected = header.next_offset();
+        }
+        Ok(())
+    }
+
+    /// Decodes the records of one batch, calling `f` with each.
+    fn decode_records(
+        &self,
+        header: &BatchHeader,
+        records: &Bytes,
+        mut f: impl FnMut(Record) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, EngineError> {
+        let mut iter = RecordIter::new(records, header.record_count);
+        for raw in iter.by_ref() {
+            let raw = raw
+                .map_err(|e| EngineError::corrupted(&self.paths.log, header.base_offset, 0, e.0))?;
+            let record = Record {
+                offset: header.base_offset.plus(u64::from(raw.offset_delta)),
+                timestamp: Timestamp(
+                    header
+                        .first_timestamp
+                        .0
+                        .wrapping_add(raw.timestamp_delta as u64),
+                ),
+                expires_at: raw.expires_at,
+                id: raw.id,
+                headers: records.slice(raw.headers.0..raw.headers.1),
+                payload: records.slice(raw.payload.0..raw.payload.1),
+            };
+            if f(record).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        iter.finish()
+            .map_err(|e| EngineError::corrupted(&self.paths.log, header.base_offset, 0, e.0))?;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Appends records from `from` to `out` until `max_records` records or
+    /// `*budget_bytes` bytes are used up (at least one record if `out` is
+    /// empty, so that a reader always makes progress).
+    pub fn read_into(
+        &self,
+        disk: &dyn Disk,
+        interval_bytes: u32,
+        from: Offset,
+        max_records: usize,
+        budget_bytes: &mut usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), EngineError> {
+        let start = self
+            .index(disk, interval_bytes)?
+            .start_for_offset((from.0 - self.base.0) as u32);
+        self.for_each_batch(disk, start, |header, records| {
+            if header.next_offset() <= from {
+                return Ok(ControlFlow::Continue(()));
+            }
+            self.decode_records(header, records, |r| {
+                if r.offset < from {
+                    return ControlFlow::Continue(());
+                }
+                let size = r.encoded_len();
+                if out.len() >= max_records || (size > *budget_bytes && !out.is_empty()) {
+                    return ControlFlow::Break(());
+                }
+                *budget_bytes = budget_bytes.saturating_sub(size);
+                out.push(r);
+                ControlFlow::Continue(())
+            })
+        })
+    }
+
+    /// The first record whose timestamp is at or after `t`, if any.
+    pub fn find_time(
+        &self,
+        disk: &dyn Disk,
+        interval_bytes: u32,
+        t: Timestamp,
+    ) -> Result<Option<Offset>, EngineError> {
+        let start = self.index(disk, interval_bytes)?.start_for_time(t);
+        let mut found = None;
+        self.for_each_batch(disk, start, |header, records| {
+            if header.max_timestamp < t {
+                return Ok(ControlFlow::Continue(()));
+            }
+            self.decode_records(header, records, |r| {
+                if r.timestamp >= t {
+                    found = Some(r.offset);
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+        })?;
+        Ok(found)
+    }
+
+    /// The last record with `id` among offsets `[from, to)` of this segment.
+    pub fn find_id(
+        &self,
+        disk: &dyn Disk,
+        interval_bytes: u32,
+        id: &MessageId,
+        from: Offset,
+        to: Offset,
+    ) -> Result<Option<Record>, EngineError> {
+        let from = from.max(self.base);
+        let start = self
+            .index(disk, interval_bytes)?
+            .start_for_offset((from.0 - self.base.0) as u32);
+        let mut found = None;
+        self.for_each_batch(disk, start, |header, records| {
+            if header.base_offset >= to {
+                return Ok(ControlFlow::Break(()));
+            }
+            if header.next_offset() <= from {
+                return Ok(ControlFlow::Continue(()));
+            }
+            self.decode_records(header, records, |r| {
+                if r.offset >= from && r.offset < to && r.id == *id {
+                    found = Some(r);
+                }
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(found)
+    }
+
+    /// Reads the whole segment, checking every CRC, record and offset, and
+    /// for a sealed segment every field of its seal.
+    pub fn verify(&self, disk: &dyn Disk, interval_bytes: u32) -> Result<(), EngineError> {
+        let view = self.view(disk)?;
+        let s = scan(&view, self.base, interval_bytes);
+        if let Some(d) = s.damage {
+            return Err(EngineError::corrupted(
+                &self.paths.log,
+                d.offset,
+                d.position,
+                d.reason,
+            ));
+        }
+        let mismatch = |what: &str| {
+            EngineError::corrupted(
+                &self.paths.log,
+                s.next,
+                s.valid_len,
+                format!("{what} differs from the seal"),
+            )
+        };
+        if s.next != self.next || s.valid_len != self.len {
+            return Err(mismatch("end"));
+        }
+        if let Some(seal) = &self.seal {
+            if s.headers_crc.clone().finalize() != seal.headers_crc {
+                return Err(mismatch("checksum of batch headers"));
+            }
+            if s.batch_count != seal.batch_count
+                || s.max_timestamp != seal.max_timestamp
+                || s.max_expires_at != seal.max_expires_at
+            {
+                return Err(mismatch("batch count or time bounds"));
+            }
+        }
+        // Records are parsed too: a CRC only proves the bytes are the ones
+        // written, and this is the scrubber's chance to check their shape.
+        self.for_each_batch(
+            disk,
+            ScanStart {
+                relative_offset: 0,
+                position: 0,
+            },
+            |h, r| self.decode_records(h, r, |_| ControlFlow::Continue(())),
+        )
+    }
+
+    /// Replaces the active writer (after a truncation rewrote the file).
+    pub fn reset_after_rewrite(&mut self, writer: Arc<dyn DiskFile>, scan: Scan) {
+        let dir = self
+            .paths
+            .log
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        *self = Segment::active_from_scan(&dir, self.base, scan, writer);
+    }
+}
+
+/// Writes both index files, best effort: they are caches, validated by CRC
+/// on load and rebuilt when missing or damaged, so a failure only costs a
+/// rebuild later.
+fn write_index_files(
+    disk: &dyn Disk,
+    paths: &SegmentPaths,
+    index: &SegmentIndex,
+    base: Offset,
+    len: u64,
+) {
+    let (offsets, times) = index.encode(base, len);
+    for (path, bytes) in [(&paths.offset_index, offsets), (&paths.time_index, times)] {
+        let result = disk::remove_if_exists(disk, path)
+            .and_then(|()| disk.create_new(path))
+            .and_then(|f| f.write_all_at(&bytes, 0));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "could not write index; it will be rebuilt");
+        }
+    }
+}
