@@ -2,9 +2,9 @@
 //! as they are pushed, so `Log::append` only stamps the header and writes.
 //!
 //! A `Batch` is an encoded records section preceded by room for the header
-//! (docs/format.md#batch). The records CRC is computed once, in `push`'s
-//! caller-visible `finish` step, because it does not depend on the offsets
-//! the log assigns (records store offset *deltas*).
+//! (docs/format.md#batch-header). The records CRC is updated as each record
+//! is encoded, while its bytes are still in cache, because it does not
+//! depend on the offsets the log assigns (records store offset *deltas*).
 
 use crate::error::EngineError;
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, RECORD_FIXED_BYTES};
@@ -20,9 +20,8 @@ pub struct Batch {
     pub(crate) first_timestamp: Timestamp,
     pub(crate) max_timestamp: Timestamp,
     pub(crate) max_expires_at: Timestamp,
-    pub(crate) records_crc: u32,
-    /// False after a push, until the CRC is recomputed.
-    crc_fresh: bool,
+    /// CRC of the records section so far.
+    records_crc: crc32fast::Hasher,
 }
 
 impl Default for Batch {
@@ -47,8 +46,7 @@ impl Batch {
             first_timestamp: Timestamp(0),
             max_timestamp: Timestamp(0),
             max_expires_at: Timestamp(0),
-            records_crc: 0,
-            crc_fresh: false,
+            records_crc: crc32fast::Hasher::new(),
         }
     }
 
@@ -82,7 +80,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.buf.truncate(BATCH_HEADER_BYTES);
         self.record_count = 0;
-        self.crc_fresh = false;
+        self.records_crc = crc32fast::Hasher::new();
     }
 
     /// Appends a record, or returns the limit it breaks and leaves the batch
@@ -141,6 +139,7 @@ impl Batch {
         let timestamp_delta = timestamp.0.wrapping_sub(self.first_timestamp.0) as i64;
         let mut encoded_headers = Vec::with_capacity(headers_len);
         format::encode_headers(&mut encoded_headers, headers);
+        let record_start = self.buf.len();
         format::encode_record(
             &mut self.buf,
             self.record_count,
@@ -153,21 +152,17 @@ impl Batch {
         self.record_count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.max_expires_at = self.max_expires_at.max(expires_at);
-        self.crc_fresh = false;
+        self.records_crc.update(&self.buf[record_start..]);
         Ok(())
     }
 
-    /// Computes the records CRC if a push made it stale.
-    pub(crate) fn seal_records(&mut self) {
-        if !self.crc_fresh {
-            self.records_crc = format::crc(&self.buf[BATCH_HEADER_BYTES..]);
-            self.crc_fresh = true;
-        }
+    /// CRC-32 of the encoded records section.
+    pub fn records_crc(&self) -> u32 {
+        self.records_crc.clone().finalize()
     }
 
     /// Stamps the header for a batch placed at `base_offset`.
     pub(crate) fn stamp(&mut self, base_offset: Offset, durable_offset: Offset) -> BatchHeader {
-        self.seal_records();
         let header = BatchHeader {
             base_offset,
             record_count: self.record_count,
@@ -176,7 +171,7 @@ impl Batch {
             max_timestamp: self.max_timestamp,
             max_expires_at: self.max_expires_at,
             durable_offset,
-            records_crc: self.records_crc,
+            records_crc: self.records_crc(),
         };
         header.encode(&mut self.buf);
         header

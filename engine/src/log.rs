@@ -1,9 +1,13 @@
 //! A log: a directory of segments, the last one active (docs/format.md).
 //!
-//! Invariants: segments are contiguous in offset order; only the last one is
-//! unsealed and written; `start_offset <= durable_offset <= next_offset`;
-//! every offset below `durable_offset` has been fsynced (and so has the
-//! directory entry of its segment).
+//! Invariants: segments are contiguous in offset order; sealed segments form
+//! a prefix, followed by segments rolled but not yet sealed, then the active
+//! segment (the only one written); `start_offset <= durable_offset <=
+//! next_offset`; every offset below `durable_offset` has been fsynced, and
+//! so has the directory entry of its segment.
+//! Rolling does no I/O beyond creating the next file: the flush that makes
+//! a rolled segment durable (one fsync per unsealed file, plus the directory
+//! if it changed) then seals it, so appending never waits on the disk.
 //! Concurrency: `&mut self` writes, `&self` reads; wrap the log in a lock to
 //! share it. For group commit, `flush_ticket` / `FlushTicket::sync` /
 //! `complete_flush` let the fsync itself run without the lock held.
@@ -50,16 +54,25 @@ pub struct RetentionReport {
 #[derive(Debug)]
 #[must_use = "a ticket does nothing until synced and completed"]
 pub struct FlushTicket {
-    file: Arc<dyn DiskFile>,
-    path: PathBuf,
+    /// Every unsealed segment file: rolled ones and the active one.
+    files: Vec<Arc<dyn DiskFile>>,
+    /// The directory, when segments were created since it was last synced.
+    dir: Option<(Arc<dyn Disk>, PathBuf)>,
+    dir_changes: u64,
     next: Offset,
     epoch: u64,
 }
 
 impl FlushTicket {
-    /// Runs the fsync. Call without holding the log's lock.
+    /// Runs the fsyncs (usually one). Call without holding the log's lock.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        match &self.dir {
+            Some((disk, dir)) => disk.sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     /// The offset this ticket makes durable everything below.
@@ -81,6 +94,10 @@ pub struct Log {
     /// Bumped when a truncation replaces the active file, so that an older
     /// ticket cannot mark new, unsynced records at the same offsets durable.
     epoch: u64,
+    /// Directory changes made (segment files created, seals renamed) and
+    /// how many of them a completed flush has synced.
+    dir_changes: u64,
+    dir_changes_synced: u64,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -119,6 +136,8 @@ impl Log {
             durable: Offset(0),
             poisoned: false,
             epoch: 0,
+            dir_changes: 0,
+            dir_changes_synced: 0,
             _lock: lock,
         };
         log.ensure_active()?;
@@ -198,21 +217,27 @@ impl Log {
             .map_err(|e| EngineError::io(&self.dir, e))
     }
 
-    /// Makes sure the last segment is an active one, creating it after a
-    /// roll (or after a crash between sealing and creating).
+    /// Makes sure the last segment is an unsealed one to append to (after
+    /// open found every segment sealed, or on a new log).
     fn ensure_active(&mut self) -> Result<(), EngineError> {
-        let base = match self.segments.last() {
-            Some(s) if s.seal.is_none() => return Ok(()),
-            Some(s) => s.next,
-            None => Offset(0),
-        };
+        match self.segments.last() {
+            Some(s) if s.seal.is_none() => Ok(()),
+            Some(s) => self.push_segment(s.next),
+            None => self.push_segment(Offset(0)),
+        }
+    }
+
+    /// Creates the segment file for `base` and makes it the active segment.
+    /// Its directory entry is made durable by the next flush, before any of
+    /// its offsets are reported durable.
+    fn push_segment(&mut self, base: Offset) -> Result<(), EngineError> {
         let paths = segment::SegmentPaths::new(&self.dir, base);
-        // A file left by an earlier attempt that failed before its
-        // directory sync holds nothing this log ever reported.
+        // A file left by an earlier attempt that failed before a directory
+        // sync holds nothing this log ever reported.
         disk::remove_if_exists(self.disk.as_ref(), &paths.log)
             .map_err(|e| EngineError::io(&paths.log, e))?;
         let segment = Segment::create(self.disk.as_ref(), &self.dir, base)?;
-        self.sync_dir()?;
+        self.dir_changes += 1;
         self.segments.push(segment);
         Ok(())
     }
@@ -243,30 +268,22 @@ impl Log {
         })
     }
 
-    /// Seals the active segment (if it holds anything) and starts a new one.
+    /// Closes the active segment to appends (if it holds anything) and
+    /// starts a new one. No fsync: the next flush makes the closed segment
+    /// durable and seals it.
     pub fn roll(&mut self) -> Result<(), EngineError> {
         self.check_writable()?;
         self.ensure_active()?;
-        if self.active().is_empty() {
+        let active = self.active();
+        if active.is_empty() {
             return Ok(());
         }
-        let active = self.active();
-        let path = active.paths.log.clone();
-        if let Some(writer) = active.writer()
-            && let Err(e) = writer.sync_data()
-        {
-            self.poisoned = true;
-            return Err(EngineError::io(path, e));
-        }
-        let disk = Arc::clone(&self.disk);
-        self.active_mut().seal(disk.as_ref())?;
-        let sealed_next = self.active().next;
-        self.durable = self.durable.max(sealed_next);
-        self.ensure_active()
+        self.push_segment(active.next)
     }
 
     /// Makes everything appended so far durable; returns the new durable
-    /// offset. One `fdatasync` of the active segment.
+    /// offset. One `fdatasync` of the active segment (plus one per segment
+    /// rolled since the last flush, and the directory if it changed).
     pub fn flush(&mut self) -> Result<Offset, EngineError> {
         let ticket = self.flush_ticket()?;
         let result = ticket.sync();
@@ -276,21 +293,26 @@ impl Log {
     /// Takes a ticket to fsync everything appended so far.
     pub fn flush_ticket(&self) -> Result<FlushTicket, EngineError> {
         self.check_writable()?;
-        let active = self.active();
-        let file = match active.writer() {
-            Some(w) => Arc::clone(w),
-            None => unreachable!("the active segment has a writer"),
-        };
+        let files = self
+            .segments
+            .iter()
+            .filter(|s| s.seal.is_none())
+            .filter_map(|s| s.writer().cloned())
+            .collect();
+        let dir = (self.dir_changes > self.dir_changes_synced)
+            .then(|| (Arc::clone(&self.disk), self.dir.clone()));
         Ok(FlushTicket {
-            file,
-            path: active.paths.log.clone(),
-            next: active.next,
+            files,
+            dir,
+            dir_changes: self.dir_changes,
+            next: self.next_offset(),
             epoch: self.epoch,
         })
     }
 
-    /// Records the outcome of a ticket's fsync and returns the durable offset.
-    /// A failed fsync poisons the log.
+    /// Records the outcome of a ticket's fsyncs and returns the durable
+    /// offset, then seals the rolled segments that became durable. A failed
+    /// fsync poisons the log.
     pub fn complete_flush(
         &mut self,
         ticket: FlushTicket,
@@ -298,13 +320,37 @@ impl Log {
     ) -> Result<Offset, EngineError> {
         if let Err(e) = result {
             self.poisoned = true;
-            return Err(EngineError::io(ticket.path, e));
+            return Err(EngineError::io(&self.dir, e));
         }
         self.check_writable()?;
         if ticket.epoch == self.epoch {
             self.durable = self.durable.max(ticket.next.min(self.next_offset()));
+            self.dir_changes_synced = self.dir_changes_synced.max(ticket.dir_changes);
         }
+        self.seal_durable_segments();
         Ok(self.durable)
+    }
+
+    /// Seals, in order, the rolled segments whose every offset is durable.
+    /// A failure only postpones sealing to the next flush: an unsealed
+    /// segment is still correct, just verified in full at open.
+    fn seal_durable_segments(&mut self) {
+        let last = self.segments.len() - 1;
+        let durable = self.durable;
+        let disk = Arc::clone(&self.disk);
+        for segment in &mut self.segments[..last] {
+            if segment.seal.is_some() {
+                continue;
+            }
+            if segment.next > durable {
+                break;
+            }
+            if let Err(e) = segment.write_seal(disk.as_ref()) {
+                tracing::warn!(segment = %segment.paths.log.display(), error = %e, "sealing failed; will retry at the next flush");
+                break;
+            }
+            self.dir_changes += 1;
+        }
     }
 
     /// Index of the segment holding `offset`, which must be in the log.
@@ -435,6 +481,9 @@ impl Log {
             return Ok(());
         }
         self.check_range(first_removed)?;
+        // Everything before the cut becomes durable here, so that afterwards
+        // `durable_offset` can be exactly the cut.
+        self.flush()?;
         let result = self.truncate_inner(first_removed);
         if result.is_err() {
             self.poisoned = true;
@@ -553,8 +602,8 @@ impl Log {
         Ok(self.start_offset())
     }
 
-    /// Deletes the oldest sealed segments whose every record has expired at
-    /// `now` and, when `retention_bytes_max` is set, the oldest sealed
+    /// Deletes the oldest sealed segments (rolled, then sealed by the flush
+    /// that made them durable) whose every record has expired at `now` and, when `retention_bytes_max` is set, the oldest sealed
     /// segments while the log is larger than it. Only a prefix of the log is
     /// ever deleted, so it stays contiguous: one long-lived record keeps the
     /// segments after it.
@@ -600,8 +649,12 @@ impl Log {
         assert!(!self.segments.is_empty());
         for w in self.segments.windows(2) {
             assert_eq!(w[0].next, w[1].base, "segments must meet");
-            assert!(w[0].seal.is_some(), "only the last segment is unsealed");
+            assert!(
+                w[0].seal.is_some() || w[1].seal.is_none(),
+                "sealed segments form a prefix"
+            );
         }
+        assert!(self.active().seal.is_none(), "the last segment is unsealed");
         assert!(self.start_offset() <= self.durable && self.durable <= self.next_offset());
     }
 }

@@ -6,13 +6,18 @@
 //! 2. Neighbouring segments must meet exactly (`EngineError::Gap`).
 //! 3. A non-last segment without a seal (its seal was lost) is scanned in
 //!    full; if every batch is valid it is sealed again, else it is corrupt.
-//! 4. The last unsealed segment is scanned batch by batch. At the first
-//!    damaged batch, the rest of the file is searched for valid batches. If
-//!    one of them was written after the damaged batch had been fsynced (its
-//!    header's `durable_offset` is past the damaged offset), durable data is
-//!    damaged: `EngineError::Corrupted`. Otherwise the damage is a torn or
-//!    reordered write of data never reported durable: the file is cut
-//!    before it and fsynced. That is the only repair recovery makes.
+//! 4. The unsealed segments after the last sealed one (the *tail*: the
+//!    active segment, and any segments rolled but not yet made durable and
+//!    sealed by a flush) are scanned batch by batch. At the first damaged
+//!    batch, or where a segment ends before the next one begins, the rest of
+//!    the tail is searched for valid batches. If one of them was written
+//!    after the damaged point had been fsynced (its header's
+//!    `durable_offset` is past the damaged offset), durable data is damaged:
+//!    `EngineError::Corrupted`. Otherwise the damage is a torn or reordered
+//!    write of data never reported durable: the segment is cut there, later
+//!    tail segments are deleted, and the cut is made durable. That is the
+//!    only repair recovery makes. Surviving tail segments are fsynced, and
+//!    all but the last are sealed.
 //! 5. Stray temporary files and side files without a `.log` are removed.
 //!
 //! Indexes are not read here: sealed segments load (or rebuild) them on
@@ -89,25 +94,25 @@ pub(crate) fn recover(
         .map(|(b, _)| *b)
         .collect();
 
+    let mut seals = Vec::with_capacity(bases.len());
+    for &base in &bases {
+        seals.push(read_seal(disk, &SegmentPaths::new(dir, base), base)?);
+    }
+    // Segments are sealed in offset order, so everything up to the last
+    // sealed one was durable when it was sealed; what follows is the tail.
+    let tail_start = seals.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
-    for (i, &base) in bases.iter().enumerate() {
-        let is_last = i + 1 == bases.len();
-        let paths = SegmentPaths::new(dir, base);
-        let segment = match read_seal(disk, &paths, base)? {
+    for (&base, seal) in bases[..tail_start].iter().zip(seals) {
+        let segment = match seal {
             Some(seal) => Segment::sealed(dir, seal),
-            None if is_last => recover_active(disk, dir, base, config)?,
             None => reseal(disk, dir, base, config)?,
         };
-        if let Some(prev) = segments.last()
-            && prev.next != segment.base
-        {
-            return Err(EngineError::Gap {
-                previous: prev.paths.log.clone(),
-                expected: prev.next,
-                found: segment.base,
-            });
-        }
+        check_meets(segments.last(), segment.base)?;
         segments.push(segment);
+    }
+    if let Some(&first) = bases.get(tail_start) {
+        check_meets(segments.last(), first)?;
+        removed_any |= recover_tail(disk, dir, &bases[tail_start..], config, &mut segments)?;
     }
     if removed_any {
         disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
@@ -184,53 +189,152 @@ fn reseal(
             "empty segment before the last",
         ));
     }
+    file.sync_data()
+        .map_err(|e| EngineError::io(&paths.log, e))?;
     let mut segment = Segment::active_from_scan(dir, base, scan, file);
-    segment.seal(disk)?;
-    disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    if try_seal(disk, &mut segment) {
+        disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    }
     Ok(segment)
 }
 
-/// The last, unsealed segment: scanned, and cut before a torn tail.
-fn recover_active(
+/// Seals a durable segment found without a seal. Failing (a full disk, say)
+/// is not fatal: the log opens with the segment unsealed, and the next
+/// flush seals it. Returns whether a seal was written.
+fn try_seal(disk: &dyn Disk, segment: &mut Segment) -> bool {
+    match segment.write_seal(disk) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(segment = %segment.paths.log.display(), error = %e, "could not seal a recovered segment; the next flush will");
+            false
+        }
+    }
+}
+
+/// Fails with `Gap` unless `prev` ends exactly at `base`.
+fn check_meets(prev: Option<&Segment>, base: Offset) -> Result<(), EngineError> {
+    match prev {
+        Some(prev) if prev.next != base => Err(EngineError::Gap {
+            previous: prev.paths.log.clone(),
+            expected: prev.next,
+            found: base,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The unsealed segments at the end of the log (see the module docs).
+/// Pushes the surviving ones onto `segments`; returns whether it changed
+/// directory entries.
+fn recover_tail(
     disk: &dyn Disk,
     dir: &Path,
-    base: Offset,
+    bases: &[Offset],
     config: &LogConfig,
-) -> Result<Segment, EngineError> {
-    let paths = SegmentPaths::new(dir, base);
-    let io = |e| EngineError::io(&paths.log, e);
-    let file = disk.open(&paths.log).map_err(io)?;
-    let file_len = file.len_bytes().map_err(io)?;
-    let mapping = file.map(file_len).map_err(io)?;
-    let scan = segment::scan(mapping.as_slice(), base, config.index_interval_bytes);
-    if let Some(d) = &scan.damage {
-        if let Some(later) = durable_batch_after(mapping.as_slice(), d.position + 1, d.offset) {
+    segments: &mut Vec<Segment>,
+) -> Result<bool, EngineError> {
+    let mut files = Vec::with_capacity(bases.len());
+    for &base in bases {
+        let paths = SegmentPaths::new(dir, base);
+        let io = |e| EngineError::io(&paths.log, e);
+        let file = disk.open(&paths.log).map_err(io)?;
+        let mapping = file.len_bytes().and_then(|len| file.map(len)).map_err(io)?;
+        files.push((paths, file, mapping));
+    }
+    let mut kept = Vec::with_capacity(bases.len());
+    let mut cut = None;
+    for (i, (paths, _, mapping)) in files.iter().enumerate() {
+        let base = bases[i];
+        let scan = segment::scan(mapping.as_slice(), base, config.index_interval_bytes);
+        let next_base = bases.get(i + 1).copied();
+        let damage = match (&scan.damage, next_base) {
+            (Some(d), _) => Some((d.position, d.offset, d.reason.clone())),
+            (None, Some(nb)) if scan.next > nb => {
+                return Err(EngineError::Gap {
+                    previous: paths.log.clone(),
+                    expected: scan.next,
+                    found: nb,
+                });
+            }
+            (None, Some(nb)) if scan.next < nb => Some((
+                scan.valid_len,
+                scan.next,
+                format!(
+                    "segment ends at offset {}, the next starts at {nb}",
+                    scan.next
+                ),
+            )),
+            _ => None,
+        };
+        if scan.batch_count == 0 && next_base.is_some() && damage.is_none() {
             return Err(EngineError::corrupted(
                 &paths.log,
-                d.offset,
-                d.position,
-                format!(
-                    "{}; the valid batch at byte {later} was written after this one was fsynced",
-                    d.reason
-                ),
+                base,
+                0,
+                "empty segment before the last",
             ));
         }
-        tracing::warn!(
-            segment = %paths.log.display(),
-            offset = %d.offset,
-            position = d.position,
-            dropped_bytes = file_len - scan.valid_len,
-            reason = %d.reason,
-            "cutting a torn tail that was never reported durable"
-        );
-        // The only mapping of this file is ours, and it is dropped first.
-        drop(mapping);
-        file.set_len(scan.valid_len).map_err(io)?;
+        let valid_len = scan.valid_len;
+        kept.push(scan);
+        if let Some((position, offset, reason)) = damage {
+            // Was anything after this point written after it became durable?
+            let later = std::iter::once((i, position + 1))
+                .chain((i + 1..files.len()).map(|j| (j, 0)))
+                .find_map(|(j, from)| {
+                    durable_batch_after(files[j].2.as_slice(), from, offset).map(|p| (j, p))
+                });
+            if let Some((j, p)) = later {
+                return Err(EngineError::corrupted(
+                    &paths.log,
+                    offset,
+                    position,
+                    format!(
+                        "{reason}; the valid batch at byte {p} of {} was written after this point was fsynced",
+                        files[j].0.log.display()
+                    ),
+                ));
+            }
+            let dropped: u64 = files[i + 1..].iter().map(|f| f.2.len()).sum::<u64>()
+                + (files[i].2.len() - valid_len);
+            tracing::warn!(
+                segment = %paths.log.display(),
+                offset = %offset,
+                position,
+                dropped_bytes = dropped,
+                reason = %reason,
+                "cutting a torn tail that was never reported durable"
+            );
+            cut = Some((i, valid_len));
+            break;
+        }
     }
-    // Whatever survived a process crash may still be only in the page
-    // cache; make it durable before reporting it as such.
-    file.sync_data().map_err(io)?;
-    Ok(Segment::active_from_scan(dir, base, scan, file))
+    // Our own mappings are the only ones; drop them before any file shrinks.
+    let files: Vec<_> = files.into_iter().map(|(p, f, _)| (p, f)).collect();
+    let mut changed_dir = false;
+    if let Some((i, valid_len)) = cut {
+        for (paths, _) in files[i + 1..].iter().rev() {
+            for path in paths.all() {
+                disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
+            }
+            changed_dir = true;
+        }
+        let (paths, file) = &files[i];
+        file.set_len(valid_len)
+            .map_err(|e| EngineError::io(&paths.log, e))?;
+    }
+    let last = kept.len() - 1;
+    for (i, (scan, (paths, file))) in kept.into_iter().zip(files).enumerate() {
+        // Whatever survived a process crash may still be only in the page
+        // cache; make it durable before reporting it as such.
+        file.sync_data()
+            .map_err(|e| EngineError::io(&paths.log, e))?;
+        let mut segment = Segment::active_from_scan(dir, bases[i], scan, file);
+        if i < last {
+            changed_dir |= try_seal(disk, &mut segment);
+        }
+        segments.push(segment);
+    }
+    Ok(changed_dir)
 }
 
 /// The position of a valid batch at or after `from` whose header says the

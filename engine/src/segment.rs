@@ -298,17 +298,13 @@ impl Segment {
         Ok((header.base_offset, Offset(self.next.0 - 1)))
     }
 
-    /// Makes this active segment immutable: fsyncs it, writes its indexes
-    /// (caches, not fsynced) and its seal (fsynced, renamed into place).
-    /// The caller syncs the directory.
-    pub fn seal(&mut self, disk: &dyn Disk) -> Result<(), EngineError> {
+    /// Seals this segment, whose bytes the caller has made durable: writes
+    /// its indexes (caches, not fsynced) and its seal (fsynced, renamed into
+    /// place; the caller syncs the directory when it needs the seal itself
+    /// durable, which correctness never does: a segment without a seal is
+    /// verified in full at open). The segment is immutable from here on.
+    pub fn write_seal(&mut self, disk: &dyn Disk) -> Result<(), EngineError> {
         debug_assert!(self.seal.is_none() && !self.is_empty());
-        let Some(writer) = self.writer.as_ref() else {
-            unreachable!("sealing a segment without a writer");
-        };
-        writer
-            .sync_data()
-            .map_err(|e| EngineError::io(&self.paths.log, e))?;
         if let Some(index) = self.index.get() {
             write_index_files(disk, &self.paths, index, self.base, self.len);
         }

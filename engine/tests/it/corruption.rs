@@ -222,3 +222,28 @@ fn a_lost_seal_is_rebuilt_only_from_a_fully_valid_segment() {
         Err(EngineError::Corrupted { .. })
     ));
 }
+
+/// Method: a durable segment that lost its seal joins the unsealed tail.
+/// Damage in it, with a later segment written after it was fsynced, is
+/// corruption even though the damage is not in the last segment.
+#[test]
+fn damage_in_an_unsealed_segment_before_a_durable_later_segment_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    flushed_log(dir.path());
+    let files = log_files(dir.path());
+    let (previous, last) = (&files[files.len() - 2], &files[files.len() - 1]);
+    assert!(std::fs::metadata(last).expect("meta").len() > 0);
+    std::fs::remove_file(previous.with_extension("seal")).expect("rm seal");
+    let mut bytes = std::fs::read(previous).expect("read");
+    bytes[100] ^= 1;
+    std::fs::write(previous, &bytes).expect("write");
+    match reopen(dir.path()) {
+        Err(EngineError::Corrupted {
+            segment, reason, ..
+        }) => {
+            assert_eq!(&segment, previous);
+            assert!(reason.contains(&last.display().to_string()), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}

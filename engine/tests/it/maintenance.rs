@@ -140,6 +140,14 @@ fn retention_deletes_only_a_fully_expired_prefix_of_sealed_segments() {
     }
     let bases = log.segment_bases();
     assert_eq!(bases.len(), 8, "7 records per segment");
+    assert_eq!(
+        log.apply_retention(Timestamp(10_000))
+            .expect("r")
+            .segments_removed,
+        0,
+        "nothing sealed before a flush"
+    );
+    log.flush().expect("flush seals the rolled segments");
     let report = log.apply_retention(Timestamp(99)).expect("retention");
     assert_eq!(report.segments_removed, 0, "nothing expired yet");
     let report = log.apply_retention(Timestamp(200)).expect("retention");
@@ -164,6 +172,7 @@ fn a_size_limit_applies_only_when_configured() {
     };
     let mut log = Log::open(dir.path(), config).expect("open");
     append_records(&mut log, 300, 4, 0, 100);
+    log.flush().expect("flush");
     let before = log.size_bytes();
     let report = log.apply_retention(Timestamp(0)).expect("retention");
     assert!(report.segments_removed > 0);
