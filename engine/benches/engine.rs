@@ -9,10 +9,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use sluice_engine::{Batch, Log, LogConfig, MessageId, NewRecord, Offset, Timestamp};
 
 const MIB: usize = 1024 * 1024;
@@ -27,6 +30,42 @@ fn bench_dir(name: &str) -> tempfile::TempDir {
         .prefix(name)
         .tempdir_in(root)
         .expect("tempdir")
+}
+
+/// A group of few, long samples: each sample does real I/O.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    measurement_secs: u64,
+) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(measurement_secs));
+    g
+}
+
+/// Times `iters` MiB-sized write steps, at most a GiB per fresh directory:
+/// `setup` opens what `write` writes to in each directory; creating,
+/// opening and removing are outside the clock.
+fn time_per_fresh_gib<T>(
+    iters: u64,
+    name: &str,
+    mut setup: impl FnMut(&Path) -> T,
+    mut write: impl FnMut(&mut T, usize),
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let steps = left.min(UNFLUSHED_BYTES_PER_SAMPLE_MAX / MIB);
+        let dir = bench_dir(name);
+        let mut target = setup(dir.path());
+        let start = Instant::now();
+        write(&mut target, steps);
+        elapsed += start.elapsed();
+        left -= steps;
+    }
+    elapsed
 }
 
 fn record(n: u64, size: usize) -> NewRecord {
@@ -52,10 +91,7 @@ fn fill(batch: &mut Batch, records: &[NewRecord]) {
 
 /// The machine's limits: raw write + fdatasync and cached reads, no engine.
 fn raw_disk(c: &mut Criterion) {
-    let mut g = c.benchmark_group("raw");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8));
+    let mut g = group(c, "raw", 8);
     for size in [MIB, 4096] {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("append_fdatasync", size), |b| {
@@ -85,25 +121,19 @@ fn raw_disk(c: &mut Criterion) {
         // to a fresh file, created and removed outside the clock.
         let buf = vec![7u8; MIB];
         b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let chunk = left.min(UNFLUSHED_BYTES_PER_SAMPLE_MAX / MIB);
-                let dir = bench_dir("raw-nosync");
-                let file = OpenOptions::new()
+            let open = |dir: &Path| {
+                OpenOptions::new()
                     .create(true)
                     .truncate(true)
                     .write(true)
-                    .open(dir.path().join("f"))
-                    .expect("open");
-                let start = Instant::now();
-                for i in 0..chunk {
+                    .open(dir.join("f"))
+                    .expect("open")
+            };
+            time_per_fresh_gib(iters, "raw-nosync", open, |file, steps| {
+                for i in 0..steps {
                     file.write_all_at(&buf, (i * MIB) as u64).expect("write");
                 }
-                elapsed += start.elapsed();
-                left -= chunk;
-            }
-            elapsed
+            })
         });
     });
     g.throughput(Throughput::Bytes(MIB as u64 * 256));
@@ -130,10 +160,7 @@ fn raw_disk(c: &mut Criterion) {
 
 /// 1 KiB records in 1 MiB batches, one flush per batch.
 fn append_flush(c: &mut Criterion) {
-    let mut g = c.benchmark_group("engine");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8));
+    let mut g = group(c, "engine", 8);
     for (record_size, per_batch) in [(1024usize, 1024usize), (4096, 1)] {
         g.throughput(Throughput::Bytes((record_size * per_batch) as u64));
         let name = format!("append_flush/{}x{}B", per_batch, record_size);
@@ -156,10 +183,7 @@ fn append_flush(c: &mut Criterion) {
 
 /// Appends without fsync: the engine's CPU and page-cache cost.
 fn append_no_flush(c: &mut Criterion) {
-    let mut g = c.benchmark_group("engine");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8));
+    let mut g = group(c, "engine", 8);
     g.throughput(Throughput::Bytes(MIB as u64));
     let records: Vec<NewRecord> = (0..1024u64).map(|n| record(n, 1024)).collect();
     g.bench_function("batch_build/1024x1024B", |b| {
@@ -171,24 +195,15 @@ fn append_no_flush(c: &mut Criterion) {
         });
     });
     g.bench_function("append_no_flush/1024x1024B", |b| {
+        let mut batch = Batch::with_capacity(MIB + 128 * 1024);
         b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            let mut left = iters as usize;
-            let mut batch = Batch::with_capacity(MIB + 128 * 1024);
-            while left > 0 {
-                // A fresh log per GiB, created and removed outside the clock.
-                let chunk = left.min(UNFLUSHED_BYTES_PER_SAMPLE_MAX / MIB);
-                let dir = bench_dir("append-noflush");
-                let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");
-                let start = Instant::now();
-                for _ in 0..chunk {
+            let open = |dir: &Path| Log::open(dir, LogConfig::default()).expect("open");
+            time_per_fresh_gib(iters, "append-noflush", open, |log, steps| {
+                for _ in 0..steps {
                     fill(&mut batch, &records);
                     log.append(&mut batch).expect("append");
                 }
-                elapsed += start.elapsed();
-                left -= chunk;
-            }
-            elapsed
+            })
         });
     });
     g.finish();
@@ -197,10 +212,7 @@ fn append_no_flush(c: &mut Criterion) {
 /// Sequential read of sealed segments from the page cache, each pass on a
 /// freshly opened log, so every batch's CRCs are verified on the way.
 fn read_sequential(c: &mut Criterion) {
-    let mut g = c.benchmark_group("engine");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8));
+    let mut g = group(c, "engine", 8);
     let dir = bench_dir("read");
     let total_mib = 256usize;
     {
@@ -236,10 +248,7 @@ fn reopen(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let mut g = c.benchmark_group("engine");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+    let mut g = group(c, "engine", 5);
     let dir = bench_dir("reopen");
     {
         let mut log = Log::open(dir.path(), LogConfig::default()).expect("open");

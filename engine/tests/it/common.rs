@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_engine::sim::SimDisk;
-use sluice_engine::{Batch, Log, LogConfig, MessageId, NewRecord, Offset, Record, Timestamp};
+use sluice_engine::{
+    Batch, EngineError, Log, LogConfig, MessageId, NewRecord, Offset, Record, Timestamp,
+};
 
 /// The directory used for logs on the simulated disk.
 pub const SIM_DIR: &str = "/sim/log";
@@ -52,6 +54,19 @@ pub fn append_records(
     generation: u64,
     size: usize,
 ) -> Vec<Offset> {
+    try_append_records(log, count, per_batch, generation, size, |_, _| {}).expect("append")
+}
+
+/// `append_records` that returns the first error instead of panicking, and
+/// shows each record to `before_write` before its batch is appended.
+pub fn try_append_records(
+    log: &mut Log,
+    count: u64,
+    per_batch: u64,
+    generation: u64,
+    size: usize,
+    mut before_write: impl FnMut(Offset, &NewRecord),
+) -> Result<Vec<Offset>, EngineError> {
     let mut bases = Vec::new();
     let mut next = log.next_offset().0;
     let end = next + count;
@@ -59,15 +74,17 @@ pub fn append_records(
         let n = per_batch.min(end - next);
         let mut batch = Batch::new();
         for o in next..next + n {
-            batch.push(&record_for(o, generation, size)).expect("push");
+            let record = record_for(o, generation, size);
+            before_write(Offset(o), &record);
+            batch.push(&record)?;
         }
-        let appended = log.append(&mut batch).expect("append");
+        let appended = log.append(&mut batch)?;
         assert_eq!(appended.base_offset, Offset(next));
         assert_eq!(appended.last_offset, Offset(next + n - 1));
         bases.push(appended.base_offset);
         next += n;
     }
-    bases
+    Ok(bases)
 }
 
 /// Reads every record from the log's start, in chunks.

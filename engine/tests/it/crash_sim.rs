@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use sluice_engine::sim::{CrashMode, SimDisk};
 use sluice_engine::{Batch, EngineError, Log, LogConfig, Offset, Timestamp};
 
-use crate::common::{open_sim, read_all, record_for};
+use crate::common::{open_sim, read_all, record_for, try_append_records};
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -61,24 +61,16 @@ fn apply(log: &mut Log, op: Op, model: &mut Model) -> Result<(), EngineError> {
             per_batch,
             size,
         } => {
-            let mut next = log.next_offset().0;
-            let end = next + count;
-            while next < end {
-                let n = per_batch.min(end - next);
-                let mut batch = Batch::new();
-                for o in next..next + n {
-                    let r = record_for(o, model.generation, size);
-                    if model.written.len() <= o as usize {
-                        model.written.resize(o as usize + 1, Vec::new());
-                    }
-                    model.written[o as usize].push(r.payload.clone());
-                    model.latest.truncate(o as usize);
-                    model.latest.push(r.payload.clone());
-                    batch.push(&r).expect("push");
+            let generation = model.generation;
+            try_append_records(log, count, per_batch, generation, size, |o, r| {
+                let o = o.0 as usize;
+                if model.written.len() <= o {
+                    model.written.resize(o + 1, Vec::new());
                 }
-                log.append(&mut batch)?;
-                next += n;
-            }
+                model.written[o].push(r.payload.clone());
+                model.latest.truncate(o);
+                model.latest.push(r.payload.clone());
+            })?;
         }
         Op::Flush => {
             log.flush()?;
