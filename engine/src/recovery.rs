@@ -58,14 +58,12 @@ pub(crate) fn recover(
 ) -> Result<Vec<Segment>, EngineError> {
     let names = disk.list_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     let mut found: BTreeMap<Offset, Found> = BTreeMap::new();
-    let mut removed_any = false;
     for name in names {
         if name.ends_with(".tmp") {
             // An interrupted atomic write (seal, truncation copy): the real
             // file was never replaced, so the temporary is garbage.
             disk::remove_if_exists(disk, &dir.join(&name))
                 .map_err(|e| EngineError::io(dir.join(&name), e))?;
-            removed_any = true;
             continue;
         }
         match parse_name(&name) {
@@ -85,7 +83,6 @@ pub(crate) fn recover(
         for name in &f.side_files {
             disk::remove_if_exists(disk, &dir.join(name))
                 .map_err(|e| EngineError::io(dir.join(name), e))?;
-            removed_any = true;
         }
     }
     let bases: Vec<Offset> = found
@@ -112,11 +109,12 @@ pub(crate) fn recover(
     }
     if let Some(&first) = bases.get(tail_start) {
         check_meets(segments.last(), first)?;
-        removed_any |= recover_tail(disk, dir, &bases[tail_start..], config, &mut segments)?;
+        recover_tail(disk, dir, &bases[tail_start..], config, &mut segments)?;
     }
-    if removed_any {
-        disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
-    }
+    // Always: a segment's data can be durable while its name is not (a log
+    // created, written and closed before any flush synced the directory),
+    // and the caller is about to report every recovered offset durable.
+    disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     Ok(segments)
 }
 
@@ -192,22 +190,16 @@ fn reseal(
     file.sync_data()
         .map_err(|e| EngineError::io(&paths.log, e))?;
     let mut segment = Segment::active_from_scan(dir, base, scan, file);
-    if try_seal(disk, &mut segment) {
-        disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
-    }
+    try_seal(disk, &mut segment);
     Ok(segment)
 }
 
 /// Seals a durable segment found without a seal. Failing (a full disk, say)
 /// is not fatal: the log opens with the segment unsealed, and the next
-/// flush seals it. Returns whether a seal was written.
-fn try_seal(disk: &dyn Disk, segment: &mut Segment) -> bool {
-    match segment.write_seal(disk) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(segment = %segment.paths.log.display(), error = %e, "could not seal a recovered segment; the next flush will");
-            false
-        }
+/// flush seals it. The caller syncs the directory.
+fn try_seal(disk: &dyn Disk, segment: &mut Segment) {
+    if let Err(e) = segment.write_seal(disk) {
+        tracing::warn!(segment = %segment.paths.log.display(), error = %e, "could not seal a recovered segment; the next flush will");
     }
 }
 
@@ -224,15 +216,15 @@ fn check_meets(prev: Option<&Segment>, base: Offset) -> Result<(), EngineError> 
 }
 
 /// The unsealed segments at the end of the log (see the module docs).
-/// Pushes the surviving ones onto `segments`; returns whether it changed
-/// directory entries.
+/// Pushes the surviving ones onto `segments`; the caller syncs the
+/// directory afterwards.
 fn recover_tail(
     disk: &dyn Disk,
     dir: &Path,
     bases: &[Offset],
     config: &LogConfig,
     segments: &mut Vec<Segment>,
-) -> Result<bool, EngineError> {
+) -> Result<(), EngineError> {
     let mut files = Vec::with_capacity(bases.len());
     for &base in bases {
         let paths = SegmentPaths::new(dir, base);
@@ -310,13 +302,11 @@ fn recover_tail(
     }
     // Our own mappings are the only ones; drop them before any file shrinks.
     let files: Vec<_> = files.into_iter().map(|(p, f, _)| (p, f)).collect();
-    let mut changed_dir = false;
     if let Some((i, valid_len)) = cut {
         for (paths, _) in files[i + 1..].iter().rev() {
             for path in paths.all() {
                 disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
             }
-            changed_dir = true;
         }
         let (paths, file) = &files[i];
         file.set_len(valid_len)
@@ -330,11 +320,11 @@ fn recover_tail(
             .map_err(|e| EngineError::io(&paths.log, e))?;
         let mut segment = Segment::active_from_scan(dir, bases[i], scan, file);
         if i < last {
-            changed_dir |= try_seal(disk, &mut segment);
+            try_seal(disk, &mut segment);
         }
         segments.push(segment);
     }
-    Ok(changed_dir)
+    Ok(())
 }
 
 /// The position of a valid batch at or after `from` whose header says the
