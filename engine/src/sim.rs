@@ -101,6 +101,7 @@ struct State {
     capacity_bytes: Option<u64>,
     fail_syncs: bool,
     ops: u64,
+    syncs: u64,
     crash_plan: Option<(u64, CrashMode, u64)>,
     crash_image: Option<Box<State>>,
 }
@@ -281,6 +282,11 @@ impl SimDisk {
         self.lock().ops
     }
 
+    /// `sync_data` and `sync_dir` calls that succeeded so far.
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+
     /// Limits the bytes all files together may hold (`None`: unlimited).
     pub fn set_capacity_bytes(&self, capacity: Option<u64>) {
         self.lock().capacity_bytes = capacity;
@@ -410,6 +416,7 @@ impl DiskFile for SimFile {
         if s.fail_syncs {
             return Err(io::Error::other("simulated fsync failure"));
         }
+        s.syncs += 1;
         let inode = s.inodes.entry(self.ino).or_default();
         inode.durable = inode.live.clone();
         inode.pending.clear();
@@ -526,6 +533,7 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.tick()?;
+        s.syncs += 1;
         let pending = std::mem::take(&mut s.pending_meta);
         let mut rest = Vec::new();
         for op in pending {

@@ -1,6 +1,16 @@
-//! Raft replication for Sluice (not yet built; see issue [2/5]).
+//! Raft replication for Sluice.
 //!
-//! This crate will own the openraft glue: one write-ahead log per node on a
-//! `sluice-engine` log with group commit, the meta and data state machines,
-//! snapshots as segment manifests, and the authenticated node-to-node
-//! transport. It exists now so the workspace shows the architecture.
+//! Built so far: the node's write-ahead log ([`wal`]), one `sluice-engine`
+//! log holding the Raft entries, votes and commit markers of every group on
+//! the node, with group commit: one `fdatasync` per flush round however
+//! many groups wrote. Still to come (issue [2/5]): the openraft glue (log
+//! store, state machines, snapshots), the node-to-node transport and many
+//! groups per process.
+
+#![deny(missing_docs)]
+
+mod ids;
+pub mod wal;
+
+pub use ids::{GroupId, LogIndex};
+pub use wal::{FlushCallback, Wal, WalError, WalGroupState, WalStats};
