@@ -9,8 +9,10 @@
 
 #![deny(missing_docs)]
 
+pub mod glue;
 mod ids;
 pub mod wal;
 
+pub use glue::{Command, GroupLogStore, Reply, TypeConfig};
 pub use ids::{GroupId, LogIndex};
 pub use wal::{FlushCallback, Wal, WalError, WalGroupState, WalStats};

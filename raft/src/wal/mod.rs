@@ -308,8 +308,8 @@ impl Wal {
         }
     }
 
-    /// `group`'s live entries with indexes in `[from, to)`, in order; stops
-    /// at the first index that is not live.
+    /// `group`'s live entries with indexes in `[from, to)`, in order (the
+    /// live log is contiguous, so this is its intersection with the range).
     pub fn read_entries(
         &self,
         group: GroupId,
@@ -321,7 +321,9 @@ impl Wal {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        let mut index = from;
+        // Indexes below the first live entry (purged, or never written) are
+        // skipped, not an end: the range is clamped to the live log.
+        let mut index = from.max(g.first);
         while index < to {
             let Some(offset) = g.offset_of(index) else {
                 break;

@@ -1,0 +1,14 @@
+//! The only module that imports openraft (an upgrade touches this folder).
+//!
+//! - `type_config.rs`: one openraft configuration for every group. Commands
+//!   travel as opaque bytes; each state machine decodes its own command
+//!   enum, so the meta and data groups share one configuration.
+//! - `codec.rs`: how openraft values become WAL payloads (bincode 2).
+//! - `log_store.rs`: a group's Raft log and vote, stored in the node WAL.
+
+mod codec;
+mod log_store;
+mod type_config;
+
+pub use log_store::GroupLogStore;
+pub use type_config::{Command, Reply, TypeConfig};
