@@ -10,6 +10,7 @@ use crate::format;
 
 /// A position in one log: dense, from 0, one per record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Offset(pub u64);
 
 impl Offset {
@@ -28,6 +29,7 @@ impl fmt::Display for Offset {
 /// A point in time in 100-nanosecond ticks since the Unix epoch (the
 /// precision of UUID version 1 timestamps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
@@ -68,6 +70,7 @@ impl Timestamp {
 /// A 16-byte message id (Sluice uses the UUID version 1 layout; the engine
 /// does not interpret it).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MessageId(pub [u8; 16]);
 
 impl fmt::Debug for MessageId {
