@@ -32,6 +32,15 @@ pub enum CrashMode {
     RandomSectors,
 }
 
+impl CrashMode {
+    /// Every mode, for tests that try each.
+    pub const ALL: [CrashMode; 3] = [
+        CrashMode::LoseAll,
+        CrashMode::KeepPrefix,
+        CrashMode::RandomSectors,
+    ];
+}
+
 /// Size of the unit a write can be torn into.
 pub const SECTOR_BYTES: usize = 512;
 

@@ -243,11 +243,7 @@ fn crash_before_every_disk_operation_keeps_every_durable_offset() {
         "the workload should touch the disk often, did {total} ops"
     );
     for at in 1..=total + 1 {
-        for mode in [
-            CrashMode::LoseAll,
-            CrashMode::KeepPrefix,
-            CrashMode::RandomSectors,
-        ] {
+        for mode in CrashMode::ALL {
             let disk = SimDisk::new();
             disk.crash_at_op(at, mode, at * 31 + 7);
             let mut model = Model::default();
@@ -275,11 +271,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
 }
 
 fn arb_mode() -> impl Strategy<Value = CrashMode> {
-    prop_oneof![
-        Just(CrashMode::LoseAll),
-        Just(CrashMode::KeepPrefix),
-        Just(CrashMode::RandomSectors)
-    ]
+    prop::sample::select(CrashMode::ALL.to_vec())
 }
 
 proptest! {

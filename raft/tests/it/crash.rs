@@ -162,11 +162,7 @@ fn every_acknowledged_entry_and_vote_survives_a_crash_anywhere() {
     );
     drop(reopened);
     for at in 1..=total + 1 {
-        for mode in [
-            CrashMode::LoseAll,
-            CrashMode::KeepPrefix,
-            CrashMode::RandomSectors,
-        ] {
+        for mode in CrashMode::ALL {
             let disk = SimDisk::new();
             disk.crash_at_op(at, mode, at * 17 + 3);
             let mut acked = Acked::default();
@@ -212,11 +208,7 @@ fn compaction_never_loses_what_it_carries_forward() {
     let ops = dry.op_count() - ops_before;
     drop(wal);
     for at in 1..=ops + 1 {
-        for mode in [
-            CrashMode::LoseAll,
-            CrashMode::KeepPrefix,
-            CrashMode::RandomSectors,
-        ] {
+        for mode in CrashMode::ALL {
             let disk = SimDisk::new();
             let wal = before_compaction(&disk);
             disk.crash_at_op(at, mode, at);
