@@ -539,7 +539,6 @@ impl Log {
             ));
         }
         let segment = &mut self.segments[keep];
-        segment.drop_mapping();
         segment.reset_after_rewrite(file, scan);
         self.durable = first_removed;
         self.epoch += 1;

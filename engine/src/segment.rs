@@ -340,11 +340,6 @@ impl Segment {
         Ok(bytes)
     }
 
-    /// Forgets the cached mapping; readers keep the `Bytes` they hold.
-    pub fn drop_mapping(&self) {
-        *self.mapping.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
     /// The segment's index, loading or rebuilding it on first use.
     pub fn index(
         &self,
@@ -624,7 +619,9 @@ impl Segment {
         )
     }
 
-    /// Replaces the active writer (after a truncation rewrote the file).
+    /// Becomes the active segment over a rewritten file (after a
+    /// truncation). The old mapping is dropped with the old state; readers
+    /// keep the `Bytes` they hold, which map the old, unlinked file.
     pub fn reset_after_rewrite(&mut self, writer: Arc<dyn DiskFile>, scan: Scan) {
         let dir = self
             .paths
