@@ -15,6 +15,7 @@
 pub mod data;
 pub mod glue;
 mod ids;
+pub mod transport;
 pub mod wal;
 
 pub use glue::{Command, GroupLogStore, Reply, TypeConfig};

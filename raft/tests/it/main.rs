@@ -1,9 +1,11 @@
 //! Integration tests of `sluice-raft`, in one binary: the node WAL
 //! (`common`, `crash`, `group_commit`, `replay`) and openraft's storage
-//! suite run against the WAL-backed log store (`storage_suite`).
+//! suite run against the WAL-backed log store (`storage_suite`), and the
+//! RPC input checks (`rpc_input`).
 
 mod common;
 mod crash;
 mod group_commit;
 mod replay;
+mod rpc_input;
 mod storage_suite;
