@@ -18,6 +18,8 @@ mod ids;
 pub mod transport;
 pub mod wal;
 
-pub use glue::{Command, GroupLogStore, Reply, TypeConfig};
+pub use glue::{
+    Command, GroupLogStore, HttpNetwork, RaftHost, Reply, SnapshotBytes, TypeConfig, http_client,
+};
 pub use ids::{GroupId, LogIndex, PartitionId, ProducerId, RequestId};
 pub use wal::{FlushCallback, Wal, WalError, WalGroupState, WalStats};

@@ -5,10 +5,14 @@
 //!   enum, so the meta and data groups share one configuration.
 //! - `codec.rs`: how openraft values become WAL payloads (bincode 2).
 //! - `log_store.rs`: a group's Raft log and vote, stored in the node WAL.
+//! - `network.rs`: Raft RPC over HTTP, client (`HttpNetwork`) and server
+//!   (`RaftHost::router`).
 
 mod codec;
 mod log_store;
+mod network;
 mod type_config;
 
 pub use log_store::GroupLogStore;
+pub use network::{HttpNetwork, HttpPeer, RaftHost, SnapshotBytes, http_client};
 pub use type_config::{Command, Reply, TypeConfig};

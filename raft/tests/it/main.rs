@@ -3,9 +3,11 @@
 //! suite run against the WAL-backed log store (`storage_suite`), and the
 //! RPC input checks (`rpc_input`).
 
+mod cluster;
 mod common;
 mod crash;
 mod group_commit;
 mod replay;
 mod rpc_input;
+mod state_machine;
 mod storage_suite;

@@ -1,0 +1,281 @@
+//! Node-to-node Raft RPC over HTTP: the client half (openraft's
+//! `RaftNetworkV2`) and the server half (an axum router).
+//!
+//! Routes: `POST /raft/{group}/append`, `/vote` and `/snapshot`, bincode
+//! bodies both ways (`transport::rpc`), `Authorization: Cluster <secret>`
+//! on every request. A response body is the bincode of
+//! `Result<response, RaftError>`, so a remote Raft error reaches the caller
+//! typed. Every group on a node shares one `reqwest::Client`, whose pool
+//! keeps one HTTP/2 connection per peer (prior knowledge, no TLS) with
+//! `TCP_NODELAY`, so many groups share one connection per peer.
+//!
+//! Snapshot data is bytes: Sluice's snapshots are manifests (metadata and
+//! the list of partition segments), and the segments travel separately.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::error::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{OptionalSend, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::glue::TypeConfig;
+use crate::ids::GroupId;
+use crate::transport::rpc::{
+    ClusterSecret, RPC_BODY_BYTES_MAX, RpcRejection, decode_body, encode_body, parse_group,
+};
+
+type C = TypeConfig;
+
+/// Snapshot data as it travels: the manifest's bytes.
+pub type SnapshotBytes = Cursor<Vec<u8>>;
+
+/// How long a connection attempt to a peer may take.
+const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+/// The HTTP client every group of a node shares.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .no_proxy()
+        .build()
+}
+
+/// openraft's network factory for one group: makes a connection handle per
+/// peer, all over the node's shared client.
+#[derive(Clone, Debug)]
+pub struct HttpNetwork {
+    client: reqwest::Client,
+    secret: ClusterSecret,
+    group: GroupId,
+}
+
+impl HttpNetwork {
+    /// The network of `group`, over the node's shared `client`.
+    pub fn new(client: reqwest::Client, secret: ClusterSecret, group: GroupId) -> HttpNetwork {
+        HttpNetwork {
+            client,
+            secret,
+            group,
+        }
+    }
+}
+
+impl RaftNetworkFactory<C> for HttpNetwork {
+    type Network = HttpPeer;
+
+    async fn new_client(&mut self, _target: u64, node: &openraft::impls::BasicNode) -> HttpPeer {
+        HttpPeer {
+            client: self.client.clone(),
+            base_url: format!("http://{}/raft/{}", node.addr, self.group.0),
+            authorization: self.secret.header_value(),
+        }
+    }
+}
+
+/// One group's RPC handle to one peer.
+#[derive(Clone, Debug)]
+pub struct HttpPeer {
+    client: reqwest::Client,
+    base_url: String,
+    authorization: String,
+}
+
+impl HttpPeer {
+    async fn call<Req, Resp>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let body = encode_body(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let url = format!("{}/{rpc}", self.base_url);
+        let response = self
+            .client
+            .post(&url)
+            .header(header::AUTHORIZATION, &self.authorization)
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            return Err(RPCError::Network(NetworkError::from_string(format!(
+                "HTTP {status} from {url}: {text}"
+            ))));
+        }
+        let result: Result<Resp, RaftError<C>> =
+            decode_body(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // A remote Raft error (the peer is shutting down) means: not
+        // reachable for now; openraft backs off and retries.
+        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<C> for HttpPeer {
+    type SnapshotData = SnapshotBytes;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call("vote", &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SnapshotBytes>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let request = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.call("snapshot", &request, &option) => Ok(result?),
+        }
+    }
+}
+
+/// The Raft groups a node hosts, as the RPC server sees them.
+pub struct RaftHost<SM: RaftStateMachine<C>> {
+    secret: ClusterSecret,
+    groups: RwLock<HashMap<GroupId, Raft<C, SM>>>,
+}
+
+impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>> RaftHost<SM> {
+    /// A host with no groups yet.
+    pub fn new(secret: ClusterSecret) -> Arc<RaftHost<SM>> {
+        Arc::new(RaftHost {
+            secret,
+            groups: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Serves RPCs for `group` with `raft`.
+    pub fn insert(&self, group: GroupId, raft: Raft<C, SM>) {
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, raft);
+    }
+
+    fn raft(&self, group: GroupId) -> Option<Raft<C, SM>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    /// The axum routes for `/raft/{group}/{rpc}`.
+    pub fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/raft/{group}/{rpc}", post(handle::<SM>))
+            .layer(DefaultBodyLimit::max(RPC_BODY_BYTES_MAX))
+            .with_state(self)
+    }
+}
+
+fn rejection(r: RpcRejection) -> Response {
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, r.to_string()).into_response()
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    match encode_body(value) {
+        Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
+    State(host): State<Arc<RaftHost<SM>>>,
+    Path((group, rpc)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The secret first: an unauthenticated caller learns nothing else.
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(r) = host.secret.check_header(auth) {
+        return rejection(r);
+    }
+    let raft = match parse_group(&group, |g| host.raft(g).is_some()).map(|g| host.raft(g)) {
+        Ok(Some(raft)) => raft,
+        Ok(None) => return rejection(RpcRejection::UnknownGroup(group)),
+        Err(r) => return rejection(r),
+    };
+    match rpc.as_str() {
+        "append" => match decode_body::<AppendEntriesRequest<C>>(&body) {
+            Ok(req) => reply(&raft.append_entries(req).await),
+            Err(r) => rejection(r),
+        },
+        "vote" => match decode_body::<VoteRequest<C>>(&body) {
+            Ok(req) => reply(&raft.vote(req).await),
+            Err(r) => rejection(r),
+        },
+        "snapshot" => match decode_body::<(VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>)>(&body) {
+            Ok((vote, meta, data)) => {
+                let snapshot = SnapshotOf::<C, SnapshotBytes> {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                let result: Result<SnapshotResponse<C>, RaftError<C>> = raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(RaftError::Fatal);
+                reply(&result)
+            }
+            Err(r) => rejection(r),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            format!("unknown RPC {:?}", rpc.chars().take(32).collect::<String>()),
+        )
+            .into_response(),
+    }
+}
