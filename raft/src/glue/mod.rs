@@ -5,9 +5,12 @@
 //!   enum, so the meta and data groups share one configuration.
 //! - `codec.rs`: how openraft values become WAL payloads (bincode 2).
 //! - `log_store.rs`: a group's Raft log and vote, stored in the node WAL.
+//! - `cluster.rs`: forming a cluster, membership changes, linearizable
+//!   reads, with typed errors.
 //! - `network.rs`: Raft RPC over HTTP, client (`HttpNetwork`) and server
 //!   (`RaftHost::router`).
 
+pub mod cluster;
 mod codec;
 mod log_store;
 mod network;

@@ -178,3 +178,134 @@ async fn rpcs_without_the_secret_or_with_bad_input_are_refused() {
     }
     node.raft.shutdown().await.expect("shutdown");
 }
+
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+}
+
+/// Waits until `node` leads and has applied its log tail, so it takes writes.
+async fn wait_leader_ready(node: &Node) {
+    node.raft
+        .wait(WAIT)
+        .metrics(
+            |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
+            "leads and has applied its log tail",
+        )
+        .await
+        .expect("leader ready");
+}
+
+async fn write(node: &Node, range: std::ops::Range<u8>) -> u64 {
+    let mut last = 0;
+    for n in range {
+        last = node
+            .raft
+            .client_write(Command(vec![n; 10]))
+            .await
+            .expect("commit")
+            .log_id
+            .index;
+    }
+    last
+}
+
+fn commands(range: std::ops::Range<u8>) -> Vec<Command> {
+    range.map(|n| Command(vec![n; 10])).collect()
+}
+
+/// Method: one node forms the cluster alone and takes writes; two more join
+/// as learners, are promoted, and everything is replicated to them; one is
+/// removed and stops receiving; no acknowledged write is lost on any voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_1_to_3_and_shrinks_to_2_without_losing_writes() {
+    use sluice_raft::glue::cluster::{
+        ClusterError, add_learner, form_cluster, linearizable_read, promote, remove,
+    };
+
+    let n1 = start_node(1, bind().await).await;
+    let alone: BTreeMap<u64, BasicNode> = [(1, BasicNode::new(&n1.addr))].into();
+    assert_eq!(
+        form_cluster(&n1.raft, 1, alone.clone()).await,
+        Ok(true),
+        "lowest id forms it"
+    );
+    assert_eq!(
+        form_cluster(&n1.raft, 1, alone).await,
+        Ok(false),
+        "only once"
+    );
+    wait_leader_ready(&n1).await;
+    write(&n1, 0..10).await;
+
+    let n2 = start_node(2, bind().await).await;
+    let n3 = start_node(3, bind().await).await;
+    let everyone: BTreeMap<u64, BasicNode> = [
+        (1, BasicNode::new(&n1.addr)),
+        (2, BasicNode::new(&n2.addr)),
+        (3, BasicNode::new(&n3.addr)),
+    ]
+    .into();
+    assert_eq!(
+        form_cluster(&n2.raft, 2, everyone).await,
+        Ok(false),
+        "not the lowest id"
+    );
+    add_learner(&n1.raft, 2, &n2.addr).await.expect("learner 2");
+    add_learner(&n1.raft, 3, &n3.addr).await.expect("learner 3");
+    promote(&n1.raft, [2, 3].into()).await.expect("promote");
+    let last = write(&n1, 10..20).await;
+    for node in [&n1, &n2, &n3] {
+        node.raft
+            .wait(WAIT)
+            .applied_index(Some(last), "replicated")
+            .await
+            .expect("applied");
+        assert_eq!(
+            node.sm.lock().commands,
+            commands(0..20),
+            "node at {}",
+            node.addr
+        );
+    }
+    assert_eq!(
+        linearizable_read(&n2.raft).await,
+        Err(ClusterError::NotLeader {
+            leader_hint: Some(1)
+        }),
+        "a follower forwards linearizable reads"
+    );
+    linearizable_read(&n1.raft)
+        .await
+        .expect("the leader reads linearizably");
+
+    remove(&n1.raft, [3].into()).await.expect("remove 3");
+    let last = write(&n1, 20..25).await;
+    for node in [&n1, &n2] {
+        node.raft
+            .wait(WAIT)
+            .applied_index(Some(last), "replicated")
+            .await
+            .expect("applied");
+        assert_eq!(
+            node.sm.lock().commands,
+            commands(0..25),
+            "node at {}",
+            node.addr
+        );
+    }
+    let removed = n3.sm.lock().commands.clone();
+    assert_eq!(
+        removed[..20],
+        commands(0..20)[..],
+        "the removed node kept what it had"
+    );
+    assert!(
+        !removed.contains(&Command(vec![24; 10])),
+        "and got nothing after its removal"
+    );
+    for node in [n1, n2, n3] {
+        node.raft.shutdown().await.expect("shutdown");
+    }
+}

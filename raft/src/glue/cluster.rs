@@ -1,0 +1,132 @@
+//! Forming a group's cluster, changing its membership, and reading
+//! linearizably: the functions the server's admin API wraps. Errors are
+//! `ClusterError`, so callers branch on meaning (`NotLeader` carries the
+//! leader to forward to), never on openraft's types or on strings.
+//!
+//! Follower reads (`weak` consistency) need nothing here: a follower reads
+//! its own state machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::impls::BasicNode;
+use openraft::storage::RaftStateMachine;
+use openraft::{ChangeMembers, Raft, ReadPolicy};
+
+use crate::glue::TypeConfig;
+
+type C = TypeConfig;
+
+/// Why a cluster operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Only the leader can do this; `leader_hint` is the leader if known.
+    #[error("not the leader (leader: {leader_hint:?})")]
+    NotLeader {
+        /// The current leader's node id, if this node knows it.
+        leader_hint: Option<u64>,
+    },
+    /// A quorum could not be reached.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The request is not allowed now (another membership change is in
+    /// progress, the node is not in the members, ...).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The group's Raft has stopped.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+fn write_error(e: RaftError<C, ClientWriteError<C>>) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotLeader {
+            leader_hint: f.leader_id,
+        },
+        RaftError::APIError(other) => ClusterError::Refused(other.to_string()),
+        RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+    }
+}
+
+/// Forms a new cluster from a static member list: the member with the
+/// lowest id initializes it, once, and only if its log is empty. Returns
+/// whether this call initialized the cluster. Safe to call on every start.
+pub async fn form_cluster<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    me: u64,
+    members: BTreeMap<u64, BasicNode>,
+) -> Result<bool, ClusterError> {
+    if members.keys().next() != Some(&me) {
+        return Ok(false);
+    }
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+    if initialized {
+        return Ok(false);
+    }
+    match raft.initialize(members).await {
+        Ok(()) => Ok(true),
+        // Another start raced us, or the log is not empty: already formed.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+        Err(RaftError::APIError(e)) => Err(ClusterError::Refused(e.to_string())),
+        Err(RaftError::Fatal(f)) => Err(ClusterError::Stopped(f.to_string())),
+    }
+}
+
+/// Adds a non-voting member and waits until it has caught up.
+pub async fn add_learner<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    id: u64,
+    addr: &str,
+) -> Result<(), ClusterError> {
+    raft.add_learner(id, BasicNode::new(addr), true)
+        .await
+        .map(|_| ())
+        .map_err(write_error)
+}
+
+/// Makes learners voters (a joint-consensus change, committed when this
+/// returns).
+pub async fn promote<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    ids: BTreeSet<u64>,
+) -> Result<(), ClusterError> {
+    raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
+        .await
+        .map(|_| ())
+        .map_err(write_error)
+}
+
+/// Removes voters from the group (they are not kept as learners).
+pub async fn remove<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    ids: BTreeSet<u64>,
+) -> Result<(), ClusterError> {
+    raft.change_membership(ChangeMembers::RemoveVoters(ids), false)
+        .await
+        .map(|_| ())
+        .map_err(write_error)
+}
+
+/// Confirms with a quorum (read index) that this node is the leader and
+/// waits until its state machine has applied everything committed before
+/// the call: a read of local state after this returns is linearizable.
+pub async fn linearizable_read<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+) -> Result<(), ClusterError> {
+    match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            Err(ClusterError::NotLeader {
+                leader_hint: f.leader_id,
+            })
+        }
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+            Err(ClusterError::NoQuorum(q.to_string()))
+        }
+        Err(RaftError::Fatal(f)) => Err(ClusterError::Stopped(f.to_string())),
+    }
+}
