@@ -15,6 +15,8 @@
 pub mod data;
 pub mod glue;
 mod ids;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
 pub mod wal;
 

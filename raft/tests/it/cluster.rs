@@ -15,14 +15,14 @@ use sluice_raft::{
     Command, GroupId, GroupLogStore, HttpNetwork, RaftHost, TypeConfig, Wal, http_client,
 };
 
-use crate::state_machine::SuiteStateMachine;
+use sluice_raft::testing::TestStateMachine;
 
 const GROUP: GroupId = GroupId(1);
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 struct Node {
-    raft: Raft<TypeConfig, SuiteStateMachine>,
-    sm: SuiteStateMachine,
+    raft: Raft<TypeConfig, TestStateMachine>,
+    sm: TestStateMachine,
     addr: String,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -49,7 +49,7 @@ async fn start_node(id: u64, listener: tokio::net::TcpListener) -> Node {
     };
     let config = Arc::new(config.validate().expect("config"));
     let network = HttpNetwork::new(http_client().expect("client"), secret(), GROUP);
-    let sm = SuiteStateMachine::default();
+    let sm = TestStateMachine::default();
     let raft = Raft::new(
         id,
         config,
@@ -313,7 +313,7 @@ async fn membership_grows_1_to_3_and_shrinks_to_2_without_losing_writes() {
 /// A node hosting `groups` Raft groups over one WAL, one HTTP client and
 /// one RPC router, as a Sluice node will.
 struct MultiNode {
-    rafts: Vec<(Raft<TypeConfig, SuiteStateMachine>, SuiteStateMachine)>,
+    rafts: Vec<(Raft<TypeConfig, TestStateMachine>, TestStateMachine)>,
     wal: Arc<Wal>,
     addr: String,
     server: tokio::task::JoinHandle<()>,
@@ -342,7 +342,7 @@ async fn start_multi_node(id: u64, groups: u32, listener: tokio::net::TcpListene
     for g in 1..=groups {
         let group = GroupId(g);
         let network = HttpNetwork::new(client.clone(), secret(), group);
-        let sm = SuiteStateMachine::default();
+        let sm = TestStateMachine::default();
         let store = GroupLogStore::new(Arc::clone(&wal), group);
         let raft = Raft::new(id, Arc::clone(&config), network, store, sm.clone())
             .await

@@ -9,5 +9,4 @@ mod crash;
 mod group_commit;
 mod replay;
 mod rpc_input;
-mod state_machine;
 mod storage_suite;

@@ -14,7 +14,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use sluice_raft::{GroupId, GroupLogStore, TypeConfig, Wal};
 
-use crate::state_machine::SuiteStateMachine;
+use sluice_raft::testing::TestStateMachine;
 
 type C = TypeConfig;
 
@@ -22,17 +22,17 @@ type C = TypeConfig;
 /// as the case (the suite's guard value).
 struct Builder;
 
-impl StoreBuilder<C, GroupLogStore, SuiteStateMachine, tempfile::TempDir> for Builder {
+impl StoreBuilder<C, GroupLogStore, TestStateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, GroupLogStore, SuiteStateMachine), StorageError<C>> {
+    ) -> Result<(tempfile::TempDir, GroupLogStore, TestStateMachine), StorageError<C>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::write(C::err_from_error(&e)))?;
         let wal = Wal::open(dir.path()).map_err(|e| StorageError::write(C::err_from_error(&e)))?;
         // Group 3: any group id works; not 0, so that nothing relies on it.
         Ok((
             dir,
             GroupLogStore::new(Arc::new(wal), GroupId(3)),
-            SuiteStateMachine::default(),
+            TestStateMachine::default(),
         ))
     }
 }

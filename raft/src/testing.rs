@@ -1,24 +1,27 @@
-//! The smallest state machine openraft accepts, shared by the storage
-//! suite and the cluster tests until Sluice's own state machines exist
-//! (milestone C): it records the applied log id, the membership and the
-//! applied commands, and snapshots them as bytes.
+//! Test support (feature `testing`): the smallest state machine openraft
+//! accepts, for the storage suite, the cluster tests and the idle-groups
+//! measurement until Sluice's own state machines exist (milestone C). It
+//! records the applied log id, the membership and the applied commands,
+//! and snapshots them as bytes. Never enabled in release binaries.
 
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 
+use crate::glue::{Command, Reply, TypeConfig};
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
-use sluice_raft::{Command, Reply, TypeConfig};
 
 type C = TypeConfig;
 
 #[derive(Debug, Default)]
+/// What the state machine has applied.
 pub struct Applied {
     /// Commands applied, in order.
     pub commands: Vec<Command>,
+    /// The last applied log id.
     pub last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
     snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
@@ -26,17 +29,19 @@ pub struct Applied {
 
 /// The test state machine (see the module docs).
 #[derive(Debug, Clone, Default)]
-pub struct SuiteStateMachine {
+pub struct TestStateMachine {
+    /// Shared with every clone.
     pub applied: Arc<Mutex<Applied>>,
 }
 
-impl SuiteStateMachine {
+impl TestStateMachine {
+    /// Locks the applied state.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl RaftSnapshotBuilder<C> for SuiteStateMachine {
+impl RaftSnapshotBuilder<C> for TestStateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Self::SnapshotData>, io::Error> {
@@ -54,9 +59,9 @@ impl RaftSnapshotBuilder<C> for SuiteStateMachine {
     }
 }
 
-impl RaftStateMachine<C> for SuiteStateMachine {
+impl RaftStateMachine<C> for TestStateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
-    type SnapshotBuilder = SuiteStateMachine;
+    type SnapshotBuilder = TestStateMachine;
 
     async fn applied_state(
         &mut self,
