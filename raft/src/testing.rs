@@ -19,8 +19,14 @@ type C = TypeConfig;
 #[derive(Debug, Default)]
 /// What the state machine has applied.
 pub struct Applied {
-    /// Commands applied, in order.
+    /// Commands applied, in order (empty in counting mode).
     pub commands: Vec<Command>,
+    /// Commands applied, and their bytes.
+    pub command_count: u64,
+    /// Bytes of the commands applied.
+    pub command_bytes: u64,
+    /// Counting mode: commands are counted, not kept.
+    count_only: bool,
     /// The last applied log id.
     pub last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
@@ -35,6 +41,14 @@ pub struct TestStateMachine {
 }
 
 impl TestStateMachine {
+    /// A state machine that counts commands instead of keeping them (for
+    /// measurements that apply gigabytes).
+    pub fn counting() -> TestStateMachine {
+        let sm = TestStateMachine::default();
+        sm.lock().count_only = true;
+        sm
+    }
+
     /// Locks the applied state.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
@@ -82,7 +96,11 @@ impl RaftStateMachine<C> for TestStateMachine {
                 let mut applied = self.lock();
                 applied.last_applied = Some(entry.log_id());
                 if let EntryPayload::Normal(command) = &entry.payload {
-                    applied.commands.push(command.clone());
+                    applied.command_count += 1;
+                    applied.command_bytes += command.0.len() as u64;
+                    if !applied.count_only {
+                        applied.commands.push(command.clone());
+                    }
                 }
                 if let Some(membership) = entry.get_membership() {
                     applied.membership = StoredMembership::new(Some(entry.log_id()), membership);

@@ -5,13 +5,14 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An encoded command proposed to a group. Opaque to openraft: each group's
-/// state machine decodes its own command enum.
+/// state machine decodes its own command enum. Serialised as one byte
+/// string (`serde_bytes`), not as a sequence of `u8`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Command(pub Vec<u8>);
+pub struct Command(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// A state machine's encoded answer to a command.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply(pub Vec<u8>);
+pub struct Reply(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

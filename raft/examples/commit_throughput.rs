@@ -1,0 +1,154 @@
+//! Raft commit throughput at the Raft + WAL layer: proposals of 100 × 1 KiB
+//! messages (one 100 KiB command each), fsync on, `CLIENTS` concurrent
+//! proposers, on 1 node and on 3 nodes in one process (sharing 2 cores and
+//! one disk). The state machine only counts, so this is the ceiling the
+//! data path (milestone C) must live under, not Sluice's produce figure.
+//!
+//! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS]`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::impls::BasicNode;
+use openraft::{Config, Raft};
+use sluice_raft::testing::TestStateMachine;
+use sluice_raft::transport::rpc::ClusterSecret;
+use sluice_raft::{
+    Command, GroupId, GroupLogStore, HttpNetwork, RaftHost, TypeConfig, Wal, http_client,
+};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type GroupRaft = Raft<TypeConfig, TestStateMachine>;
+
+const MESSAGES_PER_PROPOSAL: usize = 100;
+const MESSAGE_BYTES: usize = 1024;
+const CLIENTS: usize = 32;
+const GROUP: GroupId = GroupId(1);
+
+struct Cluster {
+    rafts: Vec<GroupRaft>,
+    wals: Vec<Arc<Wal>>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster(nodes: u64) -> Result<Cluster, Error> {
+    let secret = ClusterSecret::new("commit-throughput-measurement")?;
+    let config = Arc::new(Config::default().validate()?);
+    let (mut rafts, mut wals, mut servers, mut dirs, mut addrs) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for id in 1..=nodes {
+        let dir = tempfile::tempdir()?;
+        let wal = Arc::new(Wal::open(dir.path())?);
+        let network = HttpNetwork::new(http_client()?, secret.clone(), GROUP);
+        let store = GroupLogStore::new(Arc::clone(&wal), GROUP);
+        let raft = Raft::new(
+            id,
+            Arc::clone(&config),
+            network,
+            store,
+            TestStateMachine::counting(),
+        )
+        .await?;
+        let host = RaftHost::new(secret.clone());
+        host.insert(GROUP, raft.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?.to_string());
+        let router = host.router();
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }));
+        rafts.push(raft);
+        wals.push(wal);
+        dirs.push(dir);
+    }
+    let members: BTreeMap<u64, BasicNode> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, BasicNode::new(a)))
+        .collect();
+    rafts[0].initialize(members).await?;
+    rafts[0]
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(
+            |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
+            "leader ready",
+        )
+        .await?;
+    Ok(Cluster {
+        rafts,
+        wals,
+        servers,
+        _dirs: dirs,
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
+    let c = cluster(nodes).await?;
+    let leader = c.rafts[0].clone();
+    let command = Command(vec![7u8; MESSAGES_PER_PROPOSAL * MESSAGE_BYTES]);
+    let stats0: Vec<_> = c.wals.iter().map(|w| w.stats()).collect();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (leader, command) = (leader.clone(), command.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while start.elapsed() < run {
+                let t = Instant::now();
+                leader
+                    .client_write(command.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let proposals = latencies.len() as f64;
+    let rounds: u64 = c
+        .wals
+        .iter()
+        .zip(&stats0)
+        .map(|(w, s)| w.stats().flush_rounds - s.flush_rounds)
+        .sum();
+    println!(
+        "{nodes} node(s), {CLIENTS} proposers, {MESSAGES_PER_PROPOSAL} x {MESSAGE_BYTES} B per proposal: \
+         {:.0} msg/s ({:.0} MB/s), commit latency p50 {:?} p99 {:?}, {:.0} fsync rounds/s over all WALs",
+        proposals * MESSAGES_PER_PROPOSAL as f64 / elapsed,
+        proposals * (MESSAGES_PER_PROPOSAL * MESSAGE_BYTES) as f64 / elapsed / 1e6,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        rounds as f64 / elapsed,
+    );
+    for raft in &c.rafts {
+        raft.shutdown().await?;
+    }
+    for s in &c.servers {
+        s.abort();
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Error> {
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
+    measure(1, Duration::from_secs(secs)).await?;
+    measure(3, Duration::from_secs(secs)).await?;
+    Ok(())
+}
