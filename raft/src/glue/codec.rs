@@ -1,7 +1,13 @@
-//! openraft values to WAL payloads and back, with bincode 2 (standard
-//! configuration: little-endian, varint integers). A payload that does not
-//! decode is corruption (the engine's CRCs already matched), reported as
-//! `io::ErrorKind::InvalidData`.
+//! openraft values to WAL payloads and back: one version byte, then bincode
+//! 2 (standard configuration: little-endian, varint integers).
+//!
+//! The version names the encoding of openraft's types, which an openraft
+//! upgrade or a change to `Command` can alter; a payload of an unknown
+//! version is refused, never guessed at. Versions:
+//! - 1: openraft 0.10.0-alpha.37 types; `Command`/`Reply` as byte strings.
+//!
+//! A payload that does not decode is corruption (the engine's CRCs already
+//! matched), reported as `io::ErrorKind::InvalidData`.
 
 use std::io;
 
@@ -9,32 +15,66 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The encoding version written in front of every payload.
+pub(crate) const CODEC_VERSION: u8 = 1;
+
 /// Encodes a value for the WAL.
 pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map(Bytes::from)
-        .map_err(|e| {
+    let mut out = vec![CODEC_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
+        |e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("encoding for the WAL: {e}"),
             )
-        })
+        },
+    )?;
+    Ok(Bytes::from(out))
 }
 
 /// Decodes a value read from the WAL; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("decoding a WAL payload: {e}"),
-            )
-        })?;
-    if read != bytes.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("WAL payload has {} trailing bytes", bytes.len() - read),
-        ));
+    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| invalid("empty WAL payload".into()))?;
+    if version != CODEC_VERSION {
+        return Err(invalid(format!(
+            "WAL payload encoding version {version} is not {CODEC_VERSION}"
+        )));
+    }
+    let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map_err(|e| invalid(format!("decoding a WAL payload: {e}")))?;
+    if read != body.len() {
+        return Err(invalid(format!(
+            "WAL payload has {} trailing bytes",
+            body.len() - read
+        )));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_their_version_and_other_versions_are_refused() {
+        let bytes = encode(&(3u64, "x".to_string())).expect("encode");
+        assert_eq!(bytes[0], CODEC_VERSION);
+        assert_eq!(
+            decode::<(u64, String)>(&bytes).expect("decode"),
+            (3, "x".to_string())
+        );
+        let mut other = bytes.to_vec();
+        other[0] = 2;
+        assert_eq!(
+            decode::<(u64, String)>(&other).map_err(|e| e.kind()),
+            Err(io::ErrorKind::InvalidData)
+        );
+        assert!(decode::<(u64, String)>(&[]).is_err());
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert!(decode::<(u64, String)>(&trailing).is_err());
+    }
 }
