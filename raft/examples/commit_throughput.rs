@@ -4,7 +4,8 @@
 //! one disk). The state machine only counts, so this is the ceiling the
 //! data path (milestone C) must live under, not Sluice's produce figure.
 //!
-//! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS]`
+//! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS [NODES]]`
+//! (without NODES: 1 node, then 3).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
