@@ -7,82 +7,38 @@
 //! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS [NODES]]`
 //! (without NODES: 1 node, then 3).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::impls::BasicNode;
-use openraft::{Config, Raft};
-use sluice_raft::testing::TestStateMachine;
+use openraft::Config;
+use sluice_raft::testing::{LoopbackNode, members};
 use sluice_raft::transport::rpc::ClusterSecret;
-use sluice_raft::{
-    Command, GroupId, GroupLogStore, HttpNetwork, RaftHost, TypeConfig, Wal, http_client,
-};
+use sluice_raft::{Command, GroupId};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type GroupRaft = Raft<TypeConfig, TestStateMachine>;
+type Error = sluice_raft::testing::TestError;
 
 const MESSAGES_PER_PROPOSAL: usize = 100;
 const MESSAGE_BYTES: usize = 1024;
 const CLIENTS: usize = 32;
 const GROUP: GroupId = GroupId(1);
 
-struct Cluster {
-    rafts: Vec<GroupRaft>,
-    wals: Vec<Arc<Wal>>,
-    servers: Vec<tokio::task::JoinHandle<()>>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-async fn cluster(nodes: u64) -> Result<Cluster, Error> {
+async fn cluster(nodes: u64) -> Result<Vec<LoopbackNode>, Error> {
     let secret = ClusterSecret::new("commit-throughput-measurement")?;
     let config = Arc::new(Config::default().validate()?);
-    let (mut rafts, mut wals, mut servers, mut dirs, mut addrs) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let mut cluster = Vec::new();
     for id in 1..=nodes {
-        let dir = tempfile::tempdir()?;
-        let wal = Arc::new(Wal::open(dir.path())?);
-        let network = HttpNetwork::new(http_client()?, secret.clone(), GROUP);
-        let store = GroupLogStore::new(Arc::clone(&wal), GROUP);
-        let raft = Raft::new(
-            id,
-            Arc::clone(&config),
-            network,
-            store,
-            TestStateMachine::counting(),
-        )
-        .await?;
-        let host = RaftHost::new(secret.clone());
-        host.insert(GROUP, raft.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        addrs.push(listener.local_addr()?.to_string());
-        let router = host.router();
-        servers.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        }));
-        rafts.push(raft);
-        wals.push(wal);
-        dirs.push(dir);
+        cluster.push(LoopbackNode::start(id, [GROUP], Arc::clone(&config), &secret, true).await?);
     }
-    let members: BTreeMap<u64, BasicNode> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, BasicNode::new(a)))
-        .collect();
-    rafts[0].initialize(members).await?;
-    rafts[0]
+    let leader = cluster[0].raft(GROUP);
+    leader.initialize(members(&cluster)).await?;
+    leader
         .wait(Some(Duration::from_secs(30)))
         .metrics(
             |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
             "leader ready",
         )
         .await?;
-    Ok(Cluster {
-        rafts,
-        wals,
-        servers,
-        _dirs: dirs,
-    })
+    Ok(cluster)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -92,9 +48,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
     let c = cluster(nodes).await?;
-    let leader = c.rafts[0].clone();
+    let leader = c[0].raft(GROUP).clone();
     let command = Command(vec![7u8; MESSAGES_PER_PROPOSAL * MESSAGE_BYTES]);
-    let stats0: Vec<_> = c.wals.iter().map(|w| w.stats()).collect();
+    let stats0: Vec<_> = c.iter().map(|n| n.wal.stats()).collect();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -120,10 +76,9 @@ async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
     latencies.sort_unstable();
     let proposals = latencies.len() as f64;
     let rounds: u64 = c
-        .wals
         .iter()
         .zip(&stats0)
-        .map(|(w, s)| w.stats().flush_rounds - s.flush_rounds)
+        .map(|(n, s)| n.wal.stats().flush_rounds - s.flush_rounds)
         .sum();
     println!(
         "{nodes} node(s), {CLIENTS} proposers, {MESSAGES_PER_PROPOSAL} x {MESSAGE_BYTES} B per proposal: \
@@ -134,11 +89,8 @@ async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
         percentile(&latencies, 0.99),
         rounds as f64 / elapsed,
     );
-    for raft in &c.rafts {
-        raft.shutdown().await?;
-    }
-    for s in &c.servers {
-        s.abort();
+    for node in &c {
+        node.shutdown().await?;
     }
     Ok(())
 }

@@ -7,20 +7,16 @@
 //! Run: `cargo run --release -p sluice-raft --example idle_groups [IDLE_SECS]`
 //! (default 10 s per setting). Linux only (reads /proc).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::impls::BasicNode;
-use openraft::{Config, Raft};
-use sluice_raft::testing::TestStateMachine;
+use openraft::Config;
+use sluice_raft::GroupId;
+use sluice_raft::testing::{LoopbackNode, TestError, members};
 use sluice_raft::transport::rpc::ClusterSecret;
-use sluice_raft::{GroupId, GroupLogStore, HttpNetwork, RaftHost, TypeConfig, Wal, http_client};
 
 const NODES: u64 = 3;
 const GROUPS: u32 = 65;
-
-type GroupRaft = Raft<TypeConfig, TestStateMachine>;
 
 /// CPU seconds (user + system) this process has used so far.
 fn cpu_secs() -> f64 {
@@ -42,7 +38,7 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn run(heartbeat_ms: u64, election_min_ms: u64, idle: Duration) -> anyhow_free::Result<f64> {
+async fn run(heartbeat_ms: u64, election_min_ms: u64, idle: Duration) -> Result<f64, TestError> {
     let secret = ClusterSecret::new("idle-groups-measurement-secret")?;
     let config = Config {
         heartbeat_interval: heartbeat_ms,
@@ -51,60 +47,29 @@ async fn run(heartbeat_ms: u64, election_min_ms: u64, idle: Duration) -> anyhow_
         ..Config::default()
     };
     let config = Arc::new(config.validate()?);
-    let mut dirs = Vec::new();
-    let mut servers = Vec::new();
-    let mut addrs = Vec::new();
-    let mut rafts: Vec<Vec<GroupRaft>> = Vec::new();
+    let groups: Vec<GroupId> = (0..GROUPS).map(GroupId).collect();
+    let mut nodes = Vec::new();
     for id in 1..=NODES {
-        let dir = tempfile::tempdir()?;
-        let wal = Arc::new(Wal::open(dir.path())?);
-        let client = http_client()?;
-        let host = RaftHost::new(secret.clone());
-        let mut node = Vec::new();
-        for g in 0..GROUPS {
-            let group = GroupId(g);
-            let network = HttpNetwork::new(client.clone(), secret.clone(), group);
-            let store = GroupLogStore::new(Arc::clone(&wal), group);
-            let raft = Raft::new(
-                id,
-                Arc::clone(&config),
-                network,
-                store,
-                TestStateMachine::default(),
-            )
-            .await?;
-            host.insert(group, raft.clone());
-            node.push(raft);
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        addrs.push(listener.local_addr()?.to_string());
-        let router = host.router();
-        servers.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        }));
-        rafts.push(node);
-        dirs.push(dir);
+        nodes.push(
+            LoopbackNode::start(id, groups.clone(), Arc::clone(&config), &secret, true).await?,
+        );
     }
-    let members: BTreeMap<u64, BasicNode> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, BasicNode::new(a)))
-        .collect();
-    for g in 0..GROUPS as usize {
-        rafts[g % NODES as usize][g]
-            .initialize(members.clone())
-            .await?;
+    let members = members(&nodes);
+    for &group in &groups {
+        // Spread leadership: the node that initializes a group tends to lead it.
+        let node = &nodes[group.0 as usize % NODES as usize];
+        node.raft(group).initialize(members.clone()).await?;
     }
-    for node in &rafts {
-        for raft in node {
+    for node in &nodes {
+        for (_, raft, _) in &node.groups {
             raft.wait(Some(Duration::from_secs(60)))
                 .metrics(|m| m.current_leader.is_some(), "leader")
                 .await?;
         }
     }
     let mut leaders = [0u32; NODES as usize];
-    for raft in &rafts[0] {
-        if let Some(l) = raft.current_leader().await {
+    for &group in &groups {
+        if let Some(l) = nodes[0].raft(group).current_leader().await {
             leaders[(l - 1) as usize] += 1;
         }
     }
@@ -118,25 +83,14 @@ async fn run(heartbeat_ms: u64, election_min_ms: u64, idle: Duration) -> anyhow_
         election_min_ms * 2,
         idle.as_secs_f64()
     );
-    for node in rafts {
-        for raft in node {
-            raft.shutdown().await?;
-        }
+    for node in &nodes {
+        node.shutdown().await?;
     }
-    for s in servers {
-        s.abort();
-    }
-    drop(dirs);
     Ok(cpu_percent)
 }
 
-/// A boxed error is all this measurement needs at its edge.
-mod anyhow_free {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow_free::Result<()> {
+async fn main() -> Result<(), TestError> {
     let idle_secs: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -1,18 +1,24 @@
-//! Test support (feature `testing`): the smallest state machine openraft
-//! accepts, for the storage suite, the cluster tests and the idle-groups
-//! measurement until Sluice's own state machines exist (milestone C). It
-//! records the applied log id, the membership and the applied commands,
-//! and snapshots them as bytes. Never enabled in release binaries.
+//! Test support (feature `testing`), never enabled in release binaries:
+//! - `TestStateMachine`, the smallest state machine openraft accepts, until
+//!   Sluice's own exist (milestone C). It records the applied log id, the
+//!   membership and the applied commands, and snapshots them as bytes.
+//! - `LoopbackNode`, one node of an in-process cluster on 127.0.0.1, for
+//!   the cluster tests and the measurements in `examples/`.
 
+use std::collections::BTreeMap;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 
-use crate::glue::{Command, Reply, TypeConfig};
+use crate::glue::{Command, GroupLogStore, HttpNetwork, RaftHost, Reply, TypeConfig, http_client};
+use crate::ids::GroupId;
+use crate::transport::rpc::ClusterSecret;
+use crate::wal::Wal;
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
+use openraft::impls::BasicNode;
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, StoredMembership};
 
 type C = TypeConfig;
 
@@ -141,4 +147,104 @@ impl RaftStateMachine<C> for TestStateMachine {
                 snapshot: Cursor::new(data),
             }))
     }
+}
+
+/// One node of an in-process cluster on loopback (tests and
+/// measurements): a WAL in a temporary directory, one Raft per group over
+/// it with a `TestStateMachine`, one HTTP client and one RPC router served
+/// on 127.0.0.1 at a free port. Dropping it stops its server.
+pub struct LoopbackNode {
+    /// The node's groups, in the order given, with their state machines.
+    pub groups: Vec<(GroupId, Raft<C, TestStateMachine>, TestStateMachine)>,
+    /// The node's WAL.
+    pub wal: Arc<Wal>,
+    /// `127.0.0.1:port` of its RPC listener.
+    pub addr: String,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// Errors at the edge of test support.
+pub type TestError = Box<dyn std::error::Error + Send + Sync>;
+
+impl LoopbackNode {
+    /// Starts node `id` hosting `groups`; `counting` state machines count
+    /// commands instead of keeping them.
+    pub async fn start(
+        id: u64,
+        groups: impl IntoIterator<Item = GroupId>,
+        config: Arc<openraft::Config>,
+        secret: &ClusterSecret,
+        counting: bool,
+    ) -> Result<LoopbackNode, TestError> {
+        let dir = tempfile::tempdir()?;
+        let wal = Arc::new(Wal::open(dir.path())?);
+        let client = http_client()?;
+        let host = RaftHost::new(secret.clone());
+        let mut hosted = Vec::new();
+        for group in groups {
+            let network = HttpNetwork::new(client.clone(), secret.clone(), group);
+            let store = GroupLogStore::new(Arc::clone(&wal), group);
+            let sm = if counting {
+                TestStateMachine::counting()
+            } else {
+                TestStateMachine::default()
+            };
+            let raft = Raft::new(id, Arc::clone(&config), network, store, sm.clone()).await?;
+            host.insert(group, raft.clone());
+            hosted.push((group, raft, sm));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let router = host.router();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(LoopbackNode {
+            groups: hosted,
+            wal,
+            addr,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// The Raft of `group`.
+    pub fn raft(&self, group: GroupId) -> &Raft<C, TestStateMachine> {
+        match self.groups.iter().find(|(g, _, _)| *g == group) {
+            Some((_, raft, _)) => raft,
+            None => panic!("node {} does not host {group}", self.addr),
+        }
+    }
+
+    /// The state machine of `group`.
+    pub fn sm(&self, group: GroupId) -> &TestStateMachine {
+        match self.groups.iter().find(|(g, _, _)| *g == group) {
+            Some((_, _, sm)) => sm,
+            None => panic!("node {} does not host {group}", self.addr),
+        }
+    }
+
+    /// Shuts every group's Raft down.
+    pub async fn shutdown(&self) -> Result<(), TestError> {
+        for (_, raft, _) in &self.groups {
+            raft.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LoopbackNode {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The member list of `nodes`, numbered from 1 in order.
+pub fn members(nodes: &[LoopbackNode]) -> BTreeMap<u64, BasicNode> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64 + 1, BasicNode::new(&n.addr)))
+        .collect()
 }

@@ -1,163 +1,132 @@
-//! Goal: three nodes form a Raft group over HTTP on loopback, replicate
-//! through the WAL-backed log store, and refuse unauthenticated or
-//! malformed RPCs. Method: three in-process nodes, each with its own WAL in
-//! a temporary directory and its own HTTP listener on 127.0.0.1:0; waits
-//! are on Raft metrics with deadlines, never sleeps.
+//! Goal: nodes form Raft groups over HTTP on loopback, replicate through
+//! the WAL-backed log store, change membership without losing writes, host
+//! many groups over one WAL, and refuse unauthenticated or malformed RPCs.
+//! Method: in-process nodes (`sluice_raft::testing::LoopbackNode`), each
+//! with its own WAL in a temporary directory and its own listener on
+//! 127.0.0.1:0; waits are on Raft metrics with deadlines, never sleeps.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::impls::BasicNode;
-use openraft::{Config, Raft};
+use openraft::Config;
+use sluice_raft::testing::{LoopbackNode, members};
 use sluice_raft::transport::rpc::ClusterSecret;
-use sluice_raft::{
-    Command, GroupId, GroupLogStore, HttpNetwork, RaftHost, TypeConfig, Wal, http_client,
-};
-
-use sluice_raft::testing::TestStateMachine;
+use sluice_raft::{Command, GroupId};
 
 const GROUP: GroupId = GroupId(1);
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
-
-struct Node {
-    raft: Raft<TypeConfig, TestStateMachine>,
-    sm: TestStateMachine,
-    addr: String,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
 
 fn secret() -> ClusterSecret {
     ClusterSecret::new("loopback-test-cluster-secret").expect("secret")
 }
 
-async fn start_node(id: u64, listener: tokio::net::TcpListener) -> Node {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Arc::new(Wal::open(dir.path()).expect("wal"));
+fn config() -> Arc<Config> {
     let config = Config {
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
         ..Config::default()
     };
-    let config = Arc::new(config.validate().expect("config"));
-    let network = HttpNetwork::new(http_client().expect("client"), secret(), GROUP);
-    let sm = TestStateMachine::default();
-    let raft = Raft::new(
-        id,
-        config,
-        network,
-        GroupLogStore::new(wal, GROUP),
-        sm.clone(),
-    )
-    .await
-    .expect("raft");
-    let host = RaftHost::new(secret());
-    host.insert(GROUP, raft.clone());
-    let addr = listener.local_addr().expect("addr").to_string();
-    let router = host.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    Node {
-        raft,
-        sm,
-        addr,
-        server,
-        _dir: dir,
-    }
+    Arc::new(config.validate().expect("config"))
 }
 
-async fn three_nodes() -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        nodes.push(start_node(id, listener).await);
-    }
-    let members: BTreeMap<u64, BasicNode> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i as u64 + 1, BasicNode::new(&n.addr)))
-        .collect();
-    nodes[0].raft.initialize(members).await.expect("initialize");
-    nodes
+async fn node(id: u64, groups: impl IntoIterator<Item = GroupId>) -> LoopbackNode {
+    LoopbackNode::start(id, groups, config(), &secret(), false)
+        .await
+        .expect("node")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_elect_commit_and_replicate_over_http() {
-    let nodes = three_nodes().await;
-    let metrics = nodes[0]
-        .raft
+/// Waits until `node` leads `group` and has applied its log tail (its
+/// first, blank entry), so that it takes writes.
+async fn wait_leader_ready(node: &LoopbackNode, group: GroupId) {
+    node.raft(group)
+        .wait(WAIT)
+        .metrics(
+            |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
+            "leads and has applied its log tail",
+        )
+        .await
+        .expect("leader ready");
+}
+
+/// The node leading `group`, once one is elected and ready.
+async fn leader_of(nodes: &[LoopbackNode], group: GroupId) -> &LoopbackNode {
+    let m = nodes[0]
+        .raft(group)
         .wait(WAIT)
         .metrics(|m| m.current_leader.is_some(), "a leader is elected")
         .await
         .expect("leader");
-    let leader = metrics.current_leader.expect("leader id");
-    let leader = &nodes[(leader - 1) as usize];
-    // A new leader takes writes once a quorum has acknowledged it: wait
-    // until it has applied its own log tail (its first, blank entry).
+    let leader = &nodes[(m.current_leader.expect("leader id") - 1) as usize];
+    wait_leader_ready(leader, group).await;
     leader
-        .raft
-        .wait(WAIT)
-        .metrics(
-            |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
-            "the leader has applied its log tail",
-        )
-        .await
-        .expect("leader ready");
+}
+
+fn command(group: GroupId, n: u8) -> Command {
+    Command(vec![group.0 as u8, n])
+}
+
+fn commands(group: GroupId, range: std::ops::Range<u8>) -> Vec<Command> {
+    range.map(|n| command(group, n)).collect()
+}
+
+/// Commits `range` through `leader`; returns the last log index.
+async fn write(leader: &LoopbackNode, group: GroupId, range: std::ops::Range<u8>) -> u64 {
     let mut last = 0;
-    for n in 0..20u8 {
+    for n in range {
         let written = leader
-            .raft
-            .client_write(Command(vec![n; 100]))
+            .raft(group)
+            .client_write(command(group, n))
             .await
             .expect("commit");
         last = written.log_id.index;
     }
-    for node in &nodes {
-        node.raft
+    last
+}
+
+async fn wait_applied(nodes: &[&LoopbackNode], group: GroupId, index: u64) {
+    for node in nodes {
+        node.raft(group)
             .wait(WAIT)
-            .applied_index(Some(last), "every replica applies every entry")
+            .applied_index(Some(index), "replicated")
             .await
             .expect("applied");
     }
-    let expected: Vec<Command> = (0..20u8).map(|n| Command(vec![n; 100])).collect();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_commit_and_replicate_over_http() {
+    let nodes = vec![
+        node(1, [GROUP]).await,
+        node(2, [GROUP]).await,
+        node(3, [GROUP]).await,
+    ];
+    nodes[0]
+        .raft(GROUP)
+        .initialize(members(&nodes))
+        .await
+        .expect("initialize");
+    let leader = leader_of(&nodes, GROUP).await;
+    let last = write(leader, GROUP, 0..20).await;
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), GROUP, last).await;
     for node in &nodes {
-        assert_eq!(node.sm.lock().commands, expected, "node at {}", node.addr);
-    }
-    for node in &nodes {
-        node.raft.shutdown().await.expect("shutdown");
+        assert_eq!(
+            node.sm(GROUP).lock().commands,
+            commands(GROUP, 0..20),
+            "node at {}",
+            node.addr
+        );
+        node.shutdown().await.expect("shutdown");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpcs_without_the_secret_or_with_bad_input_are_refused() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let node = start_node(1, listener).await;
+    let node = node(1, [GROUP]).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
         .expect("client");
-    let post = |path: &str, auth: Option<String>, body: Vec<u8>| {
-        let mut request = client
-            .post(format!("http://{}{path}", node.addr))
-            .body(body);
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
-        }
-        request.send()
-    };
     let good = Some(secret().header_value());
     let cases = [
         ("/raft/1/vote", None, vec![], 401),
@@ -173,46 +142,16 @@ async fn rpcs_without_the_secret_or_with_bad_input_are_refused() {
         ("/raft/1/nonsense", good.clone(), vec![], 404),
     ];
     for (path, auth, body, status) in cases {
-        let response = post(path, auth.clone(), body).await.expect("response");
+        let mut request = client
+            .post(format!("http://{}{path}", node.addr))
+            .body(body);
+        if let Some(auth) = &auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.expect("response");
         assert_eq!(response.status().as_u16(), status, "{path} with {auth:?}");
     }
-    node.raft.shutdown().await.expect("shutdown");
-}
-
-async fn bind() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-}
-
-/// Waits until `node` leads and has applied its log tail, so it takes writes.
-async fn wait_leader_ready(node: &Node) {
-    node.raft
-        .wait(WAIT)
-        .metrics(
-            |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
-            "leads and has applied its log tail",
-        )
-        .await
-        .expect("leader ready");
-}
-
-async fn write(node: &Node, range: std::ops::Range<u8>) -> u64 {
-    let mut last = 0;
-    for n in range {
-        last = node
-            .raft
-            .client_write(Command(vec![n; 10]))
-            .await
-            .expect("commit")
-            .log_id
-            .index;
-    }
-    last
-}
-
-fn commands(range: std::ops::Range<u8>) -> Vec<Command> {
-    range.map(|n| Command(vec![n; 10])).collect()
+    node.shutdown().await.expect("shutdown");
 }
 
 /// Method: one node forms the cluster alone and takes writes; two more join
@@ -224,226 +163,132 @@ async fn membership_grows_1_to_3_and_shrinks_to_2_without_losing_writes() {
         ClusterError, add_learner, form_cluster, linearizable_read, promote, remove,
     };
 
-    let n1 = start_node(1, bind().await).await;
-    let alone: BTreeMap<u64, BasicNode> = [(1, BasicNode::new(&n1.addr))].into();
+    let n1 = node(1, [GROUP]).await;
+    let alone = members(std::slice::from_ref(&n1));
     assert_eq!(
-        form_cluster(&n1.raft, 1, alone.clone()).await,
+        form_cluster(n1.raft(GROUP), 1, alone.clone()).await,
         Ok(true),
         "lowest id forms it"
     );
     assert_eq!(
-        form_cluster(&n1.raft, 1, alone).await,
+        form_cluster(n1.raft(GROUP), 1, alone).await,
         Ok(false),
         "only once"
     );
-    wait_leader_ready(&n1).await;
-    write(&n1, 0..10).await;
+    wait_leader_ready(&n1, GROUP).await;
+    write(&n1, GROUP, 0..10).await;
 
-    let n2 = start_node(2, bind().await).await;
-    let n3 = start_node(3, bind().await).await;
-    let everyone: BTreeMap<u64, BasicNode> = [
-        (1, BasicNode::new(&n1.addr)),
-        (2, BasicNode::new(&n2.addr)),
-        (3, BasicNode::new(&n3.addr)),
-    ]
-    .into();
+    let (n2, n3) = (node(2, [GROUP]).await, node(3, [GROUP]).await);
+    let nodes = [n1, n2, n3];
+    let [n1, n2, n3] = &nodes;
     assert_eq!(
-        form_cluster(&n2.raft, 2, everyone).await,
+        form_cluster(n2.raft(GROUP), 2, members(&nodes)).await,
         Ok(false),
         "not the lowest id"
     );
-    add_learner(&n1.raft, 2, &n2.addr).await.expect("learner 2");
-    add_learner(&n1.raft, 3, &n3.addr).await.expect("learner 3");
-    promote(&n1.raft, [2, 3].into()).await.expect("promote");
-    let last = write(&n1, 10..20).await;
-    for node in [&n1, &n2, &n3] {
-        node.raft
-            .wait(WAIT)
-            .applied_index(Some(last), "replicated")
-            .await
-            .expect("applied");
+    add_learner(n1.raft(GROUP), 2, &n2.addr)
+        .await
+        .expect("learner 2");
+    add_learner(n1.raft(GROUP), 3, &n3.addr)
+        .await
+        .expect("learner 3");
+    promote(n1.raft(GROUP), [2, 3].into())
+        .await
+        .expect("promote");
+    let last = write(n1, GROUP, 10..20).await;
+    wait_applied(&[n1, n2, n3], GROUP, last).await;
+    for node in &nodes {
         assert_eq!(
-            node.sm.lock().commands,
-            commands(0..20),
+            node.sm(GROUP).lock().commands,
+            commands(GROUP, 0..20),
             "node at {}",
             node.addr
         );
     }
     assert_eq!(
-        linearizable_read(&n2.raft).await,
+        linearizable_read(n2.raft(GROUP)).await,
         Err(ClusterError::NotLeader {
             leader_hint: Some(1)
         }),
         "a follower forwards linearizable reads"
     );
-    linearizable_read(&n1.raft)
+    linearizable_read(n1.raft(GROUP))
         .await
         .expect("the leader reads linearizably");
 
-    remove(&n1.raft, [3].into()).await.expect("remove 3");
-    let last = write(&n1, 20..25).await;
-    for node in [&n1, &n2] {
-        node.raft
-            .wait(WAIT)
-            .applied_index(Some(last), "replicated")
-            .await
-            .expect("applied");
+    remove(n1.raft(GROUP), [3].into()).await.expect("remove 3");
+    let last = write(n1, GROUP, 20..25).await;
+    wait_applied(&[n1, n2], GROUP, last).await;
+    for node in [n1, n2] {
         assert_eq!(
-            node.sm.lock().commands,
-            commands(0..25),
+            node.sm(GROUP).lock().commands,
+            commands(GROUP, 0..25),
             "node at {}",
             node.addr
         );
     }
-    let removed = n3.sm.lock().commands.clone();
+    let removed = n3.sm(GROUP).lock().commands.clone();
     assert_eq!(
         removed[..20],
-        commands(0..20)[..],
+        commands(GROUP, 0..20)[..],
         "the removed node kept what it had"
     );
     assert!(
-        !removed.contains(&Command(vec![24; 10])),
+        !removed.contains(&command(GROUP, 24)),
         "and got nothing after its removal"
     );
-    for node in [n1, n2, n3] {
-        node.raft.shutdown().await.expect("shutdown");
-    }
-}
-
-/// A node hosting `groups` Raft groups over one WAL, one HTTP client and
-/// one RPC router, as a Sluice node will.
-struct MultiNode {
-    rafts: Vec<(Raft<TypeConfig, TestStateMachine>, TestStateMachine)>,
-    wal: Arc<Wal>,
-    addr: String,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for MultiNode {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn start_multi_node(id: u64, groups: u32, listener: tokio::net::TcpListener) -> MultiNode {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Arc::new(Wal::open(dir.path()).expect("wal"));
-    let client = http_client().expect("client");
-    let host = RaftHost::new(secret());
-    let config = Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        ..Config::default()
-    };
-    let config = Arc::new(config.validate().expect("config"));
-    let mut rafts = Vec::new();
-    for g in 1..=groups {
-        let group = GroupId(g);
-        let network = HttpNetwork::new(client.clone(), secret(), group);
-        let sm = TestStateMachine::default();
-        let store = GroupLogStore::new(Arc::clone(&wal), group);
-        let raft = Raft::new(id, Arc::clone(&config), network, store, sm.clone())
-            .await
-            .expect("raft");
-        host.insert(group, raft.clone());
-        rafts.push((raft, sm));
-    }
-    let addr = listener.local_addr().expect("addr").to_string();
-    let router = host.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    MultiNode {
-        rafts,
-        wal,
-        addr,
-        server,
-        _dir: dir,
+    for node in &nodes {
+        node.shutdown().await.expect("shutdown");
     }
 }
 
 /// Method: three nodes host four groups each; every group forms, elects
-/// and replicates on its own, every replica of every group ends with the
-/// same commands, and each node's one WAL holds all four groups. (That
-/// groups share fsync rounds is shown deterministically in
-/// `group_commit.rs`; here it depends on timing, so it is not asserted.)
+/// and replicates on its own (writers run concurrently), every replica of
+/// every group ends with the same commands, and each node's one WAL holds
+/// all four groups. (That groups share fsync rounds is shown
+/// deterministically in `group_commit.rs`; here it depends on timing, so
+/// it is not asserted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_groups_share_each_node_wal_and_replicate_independently() {
-    const GROUPS: u32 = 4;
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        nodes.push(start_multi_node(id, GROUPS, bind().await).await);
-    }
-    let members: BTreeMap<u64, BasicNode> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i as u64 + 1, BasicNode::new(&n.addr)))
-        .collect();
-    for (raft, _) in &nodes[0].rafts {
-        raft.initialize(members.clone()).await.expect("initialize");
+    let groups: Vec<GroupId> = (1..=4).map(GroupId).collect();
+    let nodes = Arc::new(vec![
+        node(1, groups.clone()).await,
+        node(2, groups.clone()).await,
+        node(3, groups.clone()).await,
+    ]);
+    for &group in &groups {
+        nodes[0]
+            .raft(group)
+            .initialize(members(&nodes))
+            .await
+            .expect("initialize");
     }
     let mut writers = Vec::new();
-    for g in 0..GROUPS as usize {
-        let rafts: Vec<_> = nodes.iter().map(|n| n.rafts[g].0.clone()).collect();
+    for &group in &groups {
+        let nodes = Arc::clone(&nodes);
         writers.push(tokio::spawn(async move {
-            let m = rafts[0]
-                .wait(WAIT)
-                .metrics(|m| m.current_leader.is_some(), "leader")
-                .await
-                .expect("leader");
-            let leader = &rafts[(m.current_leader.expect("leader") - 1) as usize];
-            leader
-                .wait(WAIT)
-                .metrics(
-                    |m| m.state.is_leader() && m.last_applied.map(|l| l.index) == m.last_log_index,
-                    "leader ready",
-                )
-                .await
-                .expect("ready");
-            let mut last = 0;
-            for n in 0..10u8 {
-                let command = Command(vec![g as u8, n]);
-                last = leader
-                    .client_write(command)
-                    .await
-                    .expect("commit")
-                    .log_id
-                    .index;
-            }
-            for raft in &rafts {
-                raft.wait(WAIT)
-                    .applied_index(Some(last), "replicated")
-                    .await
-                    .expect("applied");
-            }
+            let leader = leader_of(&nodes, group).await;
+            let last = write(leader, group, 0..10).await;
+            wait_applied(&nodes.iter().collect::<Vec<_>>(), group, last).await;
         }));
     }
     for w in writers {
         w.await.expect("group writer");
     }
-    for g in 0..GROUPS as usize {
-        let expected: Vec<Command> = (0..10u8).map(|n| Command(vec![g as u8, n])).collect();
-        for node in &nodes {
+    for node in nodes.iter() {
+        for &group in &groups {
             assert_eq!(
-                node.rafts[g].1.lock().commands,
-                expected,
-                "group {} at {}",
-                g + 1,
+                node.sm(group).lock().commands,
+                commands(group, 0..10),
+                "{group} at {}",
                 node.addr
             );
         }
-    }
-    for node in &nodes {
-        let hosted: Vec<GroupId> = (1..=GROUPS).map(GroupId).collect();
         assert_eq!(
             node.wal.groups(),
-            hosted,
+            groups,
             "one WAL holds every group of the node"
         );
-        for (raft, _) in &node.rafts {
-            raft.shutdown().await.expect("shutdown");
-        }
+        node.shutdown().await.expect("shutdown");
     }
 }
