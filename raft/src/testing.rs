@@ -19,6 +19,8 @@ use openraft::entry::RaftEntry;
 use openraft::impls::BasicNode;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, StoredMembership};
+use sluice_engine::LogConfig;
+use sluice_engine::sim::SimDisk;
 
 type C = TypeConfig;
 
@@ -168,8 +170,9 @@ pub struct LoopbackNode {
 pub type TestError = Box<dyn std::error::Error + Send + Sync>;
 
 impl LoopbackNode {
-    /// Starts node `id` hosting `groups`; `counting` state machines count
-    /// commands instead of keeping them.
+    /// Starts node `id` hosting `groups` on a fresh port, its WAL on the
+    /// real disk; `counting` state machines count commands instead of
+    /// keeping them.
     pub async fn start(
         id: u64,
         groups: impl IntoIterator<Item = GroupId>,
@@ -179,6 +182,43 @@ impl LoopbackNode {
     ) -> Result<LoopbackNode, TestError> {
         let dir = tempfile::tempdir()?;
         let wal = Arc::new(Wal::open(dir.path())?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LoopbackNode::serve(id, groups, config, secret, counting, wal, listener, dir).await
+    }
+
+    /// Starts node `id` with its WAL on a simulated disk (at `/node{id}`),
+    /// listening on `addr` (`127.0.0.1:0` for a fresh port, or the address
+    /// of a node being restarted). State machines start empty.
+    pub async fn start_on_sim(
+        id: u64,
+        groups: impl IntoIterator<Item = GroupId>,
+        config: Arc<openraft::Config>,
+        secret: &ClusterSecret,
+        disk: &SimDisk,
+        addr: &str,
+    ) -> Result<LoopbackNode, TestError> {
+        let wal_dir = format!("/node{id}/wal");
+        let wal = Arc::new(Wal::open_on(
+            Arc::new(disk.clone()),
+            wal_dir,
+            LogConfig::default(),
+        )?);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let dir = tempfile::tempdir()?;
+        LoopbackNode::serve(id, groups, config, secret, false, wal, listener, dir).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        id: u64,
+        groups: impl IntoIterator<Item = GroupId>,
+        config: Arc<openraft::Config>,
+        secret: &ClusterSecret,
+        counting: bool,
+        wal: Arc<Wal>,
+        listener: tokio::net::TcpListener,
+        dir: tempfile::TempDir,
+    ) -> Result<LoopbackNode, TestError> {
         let client = http_client()?;
         let host = RaftHost::new(secret.clone());
         let mut hosted = Vec::new();
@@ -194,7 +234,6 @@ impl LoopbackNode {
             host.insert(group, raft.clone());
             hosted.push((group, raft, sm));
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let router = host.router();
         let server = tokio::spawn(async move {
@@ -223,6 +262,16 @@ impl LoopbackNode {
             Some((_, _, sm)) => sm,
             None => panic!("node {} does not host {group}", self.addr),
         }
+    }
+
+    /// Stops the node: shuts its groups down, then stops its server and
+    /// waits until the listener is closed, so that a restarted node can bind
+    /// the same address.
+    pub async fn stop(mut self) -> Result<(), TestError> {
+        self.shutdown().await?;
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        Ok(())
     }
 
     /// Shuts every group's Raft down.
