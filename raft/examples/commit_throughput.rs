@@ -46,24 +46,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
-    let c = cluster(nodes).await?;
-    let leader = c[0].raft(GROUP).clone();
+/// Runs `CLIENTS` proposers for `run`. With `rate` (proposals per second,
+/// over all proposers), each send is scheduled at its intended time and its
+/// latency counted from that time, so a slow commit cannot hide the queue
+/// it causes (no coordinated omission); without, proposers send as fast as
+/// commits return. Returns proposals/s and the sorted latencies.
+async fn load(
+    leader: &openraft::Raft<sluice_raft::TypeConfig, sluice_raft::testing::TestStateMachine>,
+    run: Duration,
+    rate: Option<f64>,
+) -> Result<(f64, Vec<Duration>), Error> {
     let command = Command(vec![7u8; MESSAGES_PER_PROPOSAL * MESSAGE_BYTES]);
-    let stats0: Vec<_> = c.iter().map(|n| n.wal.stats()).collect();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
+    for client in 0..CLIENTS {
         let (leader, command) = (leader.clone(), command.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            while start.elapsed() < run {
-                let t = Instant::now();
+            for k in 0u64.. {
+                let intended = match rate {
+                    Some(r) => {
+                        start
+                            + Duration::from_secs_f64(
+                                (k as f64 * CLIENTS as f64 + client as f64) / r,
+                            )
+                    }
+                    None => Instant::now(),
+                };
+                if intended.duration_since(start) >= run {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
                 leader
                     .client_write(command.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                latencies.push(t.elapsed());
+                latencies.push(intended.elapsed());
             }
             Ok::<_, String>(latencies)
         }));
@@ -74,20 +92,40 @@ async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let proposals = latencies.len() as f64;
+    Ok((latencies.len() as f64 / elapsed, latencies))
+}
+
+async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
+    let c = cluster(nodes).await?;
+    let leader = c[0].raft(GROUP).clone();
+    let stats0: Vec<_> = c.iter().map(|n| n.wal.stats()).collect();
+    let started = Instant::now();
+    let (full_rate, latencies) = load(&leader, run, None).await?;
+    let elapsed = started.elapsed().as_secs_f64();
     let rounds: u64 = c
         .iter()
         .zip(&stats0)
         .map(|(n, s)| n.wal.stats().flush_rounds - s.flush_rounds)
         .sum();
+    let messages = MESSAGES_PER_PROPOSAL as f64;
     println!(
-        "{nodes} node(s), {CLIENTS} proposers, {MESSAGES_PER_PROPOSAL} x {MESSAGE_BYTES} B per proposal: \
+        "{nodes} node(s), full load, {CLIENTS} proposers, {MESSAGES_PER_PROPOSAL} x {MESSAGE_BYTES} B per proposal: \
          {:.0} msg/s ({:.0} MB/s), commit latency p50 {:?} p99 {:?}, {:.0} fsync rounds/s over all WALs",
-        proposals * MESSAGES_PER_PROPOSAL as f64 / elapsed,
-        proposals * (MESSAGES_PER_PROPOSAL * MESSAGE_BYTES) as f64 / elapsed / 1e6,
+        full_rate * messages,
+        full_rate * messages * MESSAGE_BYTES as f64 / 1e6,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         rounds as f64 / elapsed,
+    );
+    let (half_rate, latencies) = load(&leader, run, Some(full_rate / 2.0)).await?;
+    println!(
+        "{nodes} node(s), half load ({:.0} msg/s scheduled): {:.0} msg/s, commit latency from the intended \
+         send time p50 {:?} p99 {:?} max {:?}",
+        full_rate * messages / 2.0,
+        half_rate * messages,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
     );
     for node in &c {
         node.shutdown().await?;
