@@ -139,7 +139,9 @@ async fn main() -> Result<(), Error> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
-    measure(1, Duration::from_secs(secs)).await?;
-    measure(3, Duration::from_secs(secs)).await?;
+    let nodes: Option<u64> = std::env::args().nth(2).and_then(|a| a.parse().ok());
+    for n in nodes.map_or(vec![1, 3], |n| vec![n]) {
+        measure(n, Duration::from_secs(secs)).await?;
+    }
     Ok(())
 }
