@@ -254,10 +254,13 @@ pub(crate) fn read_small_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8
     Ok(buf)
 }
 
-/// Writes `bytes` to `path` durably and atomically: a temporary file is
-/// written and fsynced, then renamed over `path`. The caller syncs the
-/// directory (once, for all its renames).
-pub(crate) fn write_file_atomic(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replaces the file at `path` with `bytes`: a temporary file is written
+/// and renamed over `path`, so readers see the old file or the new one.
+/// **Not fsynced**: after a crash the file may be missing, empty or partial,
+/// so use it only for files whose reader checks them (CRC) and can do
+/// without them (seals, indexes). An fsync here would force a file-system
+/// journal commit, which on ext4 waits for other files' dirty data too.
+pub(crate) fn replace_file(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     match disk.remove_file(&tmp) {
         Ok(()) => {}
@@ -266,7 +269,6 @@ pub(crate) fn write_file_atomic(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> i
     }
     let file = disk.create_new(&tmp)?;
     file.write_all_at(bytes, 0)?;
-    file.sync_data()?;
     disk.rename(&tmp, path)
 }
 

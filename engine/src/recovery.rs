@@ -3,9 +3,13 @@
 //!
 //! 1. Sealed segments are checked cheaply: the seal's CRC, its base against
 //!    the file name, the `.log` length against the seal. They are not read.
+//!    Seals are not fsynced, so one that fails its CRC counts as missing
+//!    (step 3 or 4 then reads the segment); a readable seal that disagrees
+//!    with its file is corruption.
 //! 2. Neighbouring segments must meet exactly (`EngineError::Gap`).
-//! 3. A non-last segment without a seal (its seal was lost) is scanned in
-//!    full; if every batch is valid it is sealed again, else it is corrupt.
+//! 3. A segment without a (readable) seal followed by sealed ones is
+//!    scanned in full; if every batch is valid it is sealed again, else it
+//!    is corrupt.
 //! 4. The unsealed segments after the last sealed one (the *tail*: the
 //!    active segment, and any segments rolled but not yet made durable and
 //!    sealed by a flush) are scanned batch by batch. At the first damaged
@@ -129,10 +133,17 @@ fn read_seal(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(EngineError::io(&paths.seal, e)),
     };
-    // A seal is written to a temporary file, fsynced and renamed, so a
-    // crash cannot leave a damaged one: damage here is real corruption.
+    // Seals are not fsynced, so a crash can leave one empty or partial: a
+    // seal that fails its checks is treated as missing, and the segment is
+    // then verified in full from its log (the source of truth).
     let corrupt = |reason: String| EngineError::corrupted(&paths.seal, base, 0, reason);
-    let seal = Seal::decode(&bytes).map_err(|e| corrupt(e.0))?;
+    let seal = match Seal::decode(&bytes) {
+        Ok(seal) => seal,
+        Err(e) => {
+            tracing::warn!(seal = %paths.seal.display(), reason = %e.0, "ignoring an unreadable seal");
+            return Ok(None);
+        }
+    };
     if seal.base_offset != base {
         return Err(corrupt(format!(
             "seal names base offset {}",

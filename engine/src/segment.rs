@@ -299,10 +299,9 @@ impl Segment {
     }
 
     /// Seals this segment, whose bytes the caller has made durable: writes
-    /// its indexes (caches, not fsynced) and its seal (fsynced, renamed into
-    /// place; the caller syncs the directory when it needs the seal itself
-    /// durable, which correctness never does: a segment without a seal is
-    /// verified in full at open). The segment is immutable from here on.
+    /// its indexes and its seal, neither fsynced. Correctness never needs
+    /// the seal durable: a segment whose seal is missing or fails its CRC is
+    /// verified in full at open. The segment is immutable from here on.
     pub fn write_seal(&mut self, disk: &dyn Disk) -> Result<(), EngineError> {
         debug_assert!(self.seal.is_none() && !self.is_empty());
         if let Some(index) = self.index.get() {
@@ -317,7 +316,7 @@ impl Segment {
             batch_count: self.batch_count,
             headers_crc: self.headers_crc.clone().finalize(),
         };
-        disk::write_file_atomic(disk, &self.paths.seal, &seal.encode())
+        disk::replace_file(disk, &self.paths.seal, &seal.encode())
             .map_err(|e| EngineError::io(&self.paths.seal, e))?;
         self.seal = Some(seal);
         self.writer = None;
