@@ -502,7 +502,7 @@ impl Log {
         // 1. Later segments go, newest first, so that a crash part-way
         //    leaves a contiguous log.
         for segment in self.segments[keep + 1..].iter().rev() {
-            remove_segment_files(disk, segment)?;
+            segment.paths.remove_all(disk)?;
         }
         self.sync_dir()?;
         self.segments.truncate(keep + 1);
@@ -636,7 +636,7 @@ impl Log {
         }
         debug_assert!(count < self.segments.len());
         for segment in &self.segments[..count] {
-            remove_segment_files(self.disk.as_ref(), segment)?;
+            segment.paths.remove_all(self.disk.as_ref())?;
         }
         self.segments.drain(..count);
         self.sync_dir()
@@ -656,11 +656,4 @@ impl Log {
         assert!(self.active().seal.is_none(), "the last segment is unsealed");
         assert!(self.start_offset() <= self.durable && self.durable <= self.next_offset());
     }
-}
-
-fn remove_segment_files(disk: &dyn Disk, segment: &Segment) -> Result<(), EngineError> {
-    for path in segment.paths.all() {
-        disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
-    }
-    Ok(())
 }

@@ -315,9 +315,7 @@ fn recover_tail(
     let files: Vec<_> = files.into_iter().map(|(p, f, _)| (p, f)).collect();
     if let Some((i, valid_len)) = cut {
         for (paths, _) in files[i + 1..].iter().rev() {
-            for path in paths.all() {
-                disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
-            }
+            paths.remove_all(disk)?;
         }
         let (paths, file) = &files[i];
         file.set_len(valid_len)

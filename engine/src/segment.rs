@@ -43,10 +43,14 @@ impl SegmentPaths {
         }
     }
 
-    /// Every file of the segment, the log first: removing in this order
-    /// leaves at worst orphan side files, which open deletes.
-    pub fn all(&self) -> [&Path; 4] {
-        [&self.log, &self.seal, &self.offset_index, &self.time_index]
+    /// Removes every file of the segment that exists, the log first: a
+    /// failure part-way leaves at worst orphan side files, which open
+    /// deletes.
+    pub fn remove_all(&self, disk: &dyn Disk) -> Result<(), EngineError> {
+        for path in [&self.log, &self.seal, &self.offset_index, &self.time_index] {
+            disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
+        }
+        Ok(())
     }
 }
 

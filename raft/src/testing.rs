@@ -250,16 +250,17 @@ impl LoopbackNode {
 
     /// The Raft of `group`.
     pub fn raft(&self, group: GroupId) -> &Raft<C, TestStateMachine> {
-        match self.groups.iter().find(|(g, _, _)| *g == group) {
-            Some((_, raft, _)) => raft,
-            None => panic!("node {} does not host {group}", self.addr),
-        }
+        &self.hosted(group).1
     }
 
     /// The state machine of `group`.
     pub fn sm(&self, group: GroupId) -> &TestStateMachine {
+        &self.hosted(group).2
+    }
+
+    fn hosted(&self, group: GroupId) -> &(GroupId, Raft<C, TestStateMachine>, TestStateMachine) {
         match self.groups.iter().find(|(g, _, _)| *g == group) {
-            Some((_, _, sm)) => sm,
+            Some(hosted) => hosted,
             None => panic!("node {} does not host {group}", self.addr),
         }
     }

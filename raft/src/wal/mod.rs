@@ -110,6 +110,27 @@ pub(crate) struct WalState {
     stats: WalStats,
 }
 
+impl WalState {
+    /// Appends `records` as one engine batch (nothing if empty) and points
+    /// their groups' indexes at where they landed: disk first, then index.
+    fn append_records(&mut self, records: &[WalRecord]) -> Result<(), WalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let mut batch = Batch::new();
+        for r in records {
+            r.push_to(&mut batch, now)?;
+        }
+        let appended = self.log.append(&mut batch)?;
+        for (i, r) in records.iter().enumerate() {
+            let at = appended.base_offset.plus(i as u64);
+            self.groups.entry(r.group()).or_default().apply(r, at);
+        }
+        Ok(())
+    }
+}
+
 pub(crate) struct Shared {
     state: Mutex<WalState>,
     wake: Condvar,
@@ -183,18 +204,7 @@ impl Wal {
     ) -> Result<(), WalError> {
         let mut state = self.shared.lock();
         check_contiguous(&state.groups, records)?;
-        if !records.is_empty() {
-            let now = Timestamp::now();
-            let mut batch = Batch::new();
-            for r in records {
-                r.push_to(&mut batch, now)?;
-            }
-            let appended = state.log.append(&mut batch)?;
-            for (i, r) in records.iter().enumerate() {
-                let at = appended.base_offset.plus(i as u64);
-                state.groups.entry(r.group()).or_default().apply(r, at);
-            }
-        }
+        state.append_records(records)?;
         if let Some(cb) = on_flushed {
             state.pending.push_back(cb);
             self.shared.wake.notify_one();
@@ -390,17 +400,7 @@ impl Wal {
                 });
             }
         }
-        if !stale.is_empty() {
-            let mut batch = Batch::new();
-            for r in &stale {
-                r.push_to(&mut batch, Timestamp::now())?;
-            }
-            let appended = state.log.append(&mut batch)?;
-            for (i, r) in stale.iter().enumerate() {
-                let at = appended.base_offset.plus(i as u64);
-                state.groups.entry(r.group()).or_default().apply(r, at);
-            }
-        }
+        state.append_records(&stale)?;
         // Rare and bounded, so the fsync runs under the lock: the rewritten
         // records must be durable before the old ones can go.
         state.log.flush()?;

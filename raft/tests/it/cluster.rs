@@ -302,6 +302,20 @@ async fn many_groups_share_each_node_wal_and_replicate_independently() {
     }
 }
 
+/// Starts node `i + 1` on `disks[i]`, listening on `addrs[i]`.
+async fn start_sim_nodes(
+    disks: &[sluice_engine::sim::SimDisk],
+    addrs: &[String],
+    secret: &ClusterSecret,
+) -> Vec<LoopbackNode> {
+    let mut nodes = Vec::new();
+    for (i, (disk, addr)) in disks.iter().zip(addrs).enumerate() {
+        let node = LoopbackNode::start_on_sim(i as u64 + 1, [GROUP], config(), secret, disk, addr);
+        nodes.push(node.await.expect("node"));
+    }
+    nodes
+}
+
 /// Method: three nodes with their WALs on simulated disks commit 30
 /// commands; every disk then crashes at once, keeping none, a prefix or
 /// random sectors of its un-fsynced writes; the nodes restart on the crash
@@ -315,18 +329,8 @@ async fn a_crash_of_every_disk_at_once_loses_no_committed_entry() {
     let secret = secret();
     for (seed, mode) in CrashMode::ALL.into_iter().enumerate() {
         let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
-        let mut nodes = Vec::new();
-        for (i, disk) in disks.iter().enumerate() {
-            let node = LoopbackNode::start_on_sim(
-                i as u64 + 1,
-                [GROUP],
-                config(),
-                &secret,
-                disk,
-                "127.0.0.1:0",
-            );
-            nodes.push(node.await.expect("node"));
-        }
+        let fresh = vec!["127.0.0.1:0".to_string(); disks.len()];
+        let nodes = start_sim_nodes(&disks, &fresh, &secret).await;
         nodes[0]
             .raft(GROUP)
             .initialize(members(&nodes))
@@ -341,18 +345,7 @@ async fn a_crash_of_every_disk_at_once_loses_no_committed_entry() {
         for node in nodes {
             node.stop().await.expect("stop");
         }
-        let mut restarted = Vec::new();
-        for (i, image) in images.iter().enumerate() {
-            let node = LoopbackNode::start_on_sim(
-                i as u64 + 1,
-                [GROUP],
-                config(),
-                &secret,
-                image,
-                &addrs[i],
-            );
-            restarted.push(node.await.expect("restart"));
-        }
+        let restarted = start_sim_nodes(&images, &addrs, &secret).await;
         let leader = leader_of(&restarted, GROUP).await;
         let last = write(leader, GROUP, 30..31).await;
         wait_applied(&restarted.iter().collect::<Vec<_>>(), GROUP, last).await;
