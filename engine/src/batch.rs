@@ -100,6 +100,20 @@ impl Batch {
         )
     }
 
+    /// Checks a record's headers and payload size against the per-record
+    /// limits, as `push_parts` would, without a batch: for callers that
+    /// validate a whole request before appending any of it.
+    pub fn check_record(headers: &[(&str, &[u8])], payload_len: usize) -> Result<(), EngineError> {
+        check_headers(headers)?;
+        if payload_len > limits::RECORD_PAYLOAD_BYTES_MAX {
+            return Err(EngineError::RecordTooLarge {
+                size_bytes: payload_len,
+                max_bytes: limits::RECORD_PAYLOAD_BYTES_MAX,
+            });
+        }
+        Ok(())
+    }
+
     /// Appends a record given by its parts (no allocation for the header
     /// list), or returns the limit it breaks and leaves the batch unchanged.
     pub fn push_parts(
@@ -110,13 +124,7 @@ impl Batch {
         headers: &[(&str, &[u8])],
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        check_headers(headers)?;
-        if payload.len() > limits::RECORD_PAYLOAD_BYTES_MAX {
-            return Err(EngineError::RecordTooLarge {
-                size_bytes: payload.len(),
-                max_bytes: limits::RECORD_PAYLOAD_BYTES_MAX,
-            });
-        }
+        Batch::check_record(headers, payload.len())?;
         if self.len() >= limits::BATCH_RECORDS_MAX {
             return Err(EngineError::BatchTooManyRecords {
                 max: limits::BATCH_RECORDS_MAX,

@@ -472,8 +472,10 @@ impl Disk for SimDisk {
         if !s.dirs.contains(dir) {
             return Err(not_found(dir));
         }
+        // Files and subdirectories, as a real directory lists them.
         Ok(s.names
             .keys()
+            .chain(s.dirs.iter())
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
             .collect())
@@ -536,6 +538,24 @@ impl Disk for SimDisk {
             to: to.to_path_buf(),
             ino,
         });
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.tick()?;
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let busy = s.names.keys().any(|p| p.starts_with(dir))
+            || s.dirs.iter().any(|d| d != dir && d.starts_with(dir));
+        if busy {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                dir.display().to_string(),
+            ));
+        }
+        s.dirs.remove(dir);
         Ok(())
     }
 

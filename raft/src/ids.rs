@@ -19,6 +19,24 @@ pub struct LogIndex(pub u64);
 )]
 pub struct PartitionId(pub u32);
 
+/// A queue's internal id, given by the meta group at creation: a deleted
+/// and re-created name gets a new id, so it never sees the old data.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct QueueId(pub u64);
+
+/// One partition of one queue: the unit that owns an engine log.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct PartitionKey {
+    /// The queue.
+    pub queue: QueueId,
+    /// The partition within it.
+    pub partition: PartitionId,
+}
+
 /// An idempotent producer, as named by the client.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -40,5 +58,17 @@ impl fmt::Display for GroupId {
 impl fmt::Display for LogIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue {}", self.0)
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} partition {}", self.queue, self.partition.0)
     }
 }

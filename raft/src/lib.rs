@@ -21,7 +21,8 @@ pub mod transport;
 pub mod wal;
 
 pub use glue::{
-    Command, GroupLogStore, HttpNetwork, RaftHost, Reply, SnapshotBytes, TypeConfig, http_client,
+    Command, GroupLogStore, GroupMachine, Hosted, HttpNetwork, RaftHost, Reply, SnapshotBytes,
+    StateMachine, TypeConfig, http_client,
 };
-pub use ids::{GroupId, LogIndex, PartitionId, ProducerId, RequestId};
+pub use ids::{GroupId, LogIndex, PartitionId, PartitionKey, ProducerId, QueueId, RequestId};
 pub use wal::{FlushCallback, Wal, WalError, WalGroupState, WalStats};

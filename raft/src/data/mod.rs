@@ -4,6 +4,11 @@
 //! itself, which applies produce batches to per-partition engine logs, is
 //! milestone C of issue [2/5].
 
+mod checkpoint;
+pub mod command;
+pub mod consumer;
+pub mod machine;
 pub mod message_id;
+pub mod partition;
 pub mod producers;
 pub mod requests;

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sluice_engine::{Offset, Timestamp};
 
-use crate::ids::{PartitionId, ProducerId};
+use crate::ids::{PartitionKey, ProducerId};
 
 /// Runs remembered per (producer, partition), as Kafka remembers batches.
 pub const RUNS_REMEMBERED: usize = 5;
@@ -38,7 +38,28 @@ pub const PRODUCERS_MAX_DEFAULT: usize = 100_000;
 struct Run {
     first_sequence: u64,
     last_sequence: u64,
-    first_offset: Offset,
+    first: RunStart,
+}
+
+/// Where an appended run starts. Within one run offsets and timestamps
+/// both advance by one per message (apply gives a batch's messages in one
+/// partition consecutive ticks), so the start places every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStart {
+    /// Offset of the run's first message.
+    pub offset: Offset,
+    /// Timestamp of the run's first message.
+    pub timestamp: Timestamp,
+}
+
+impl RunStart {
+    /// The start of the run `n` messages further on.
+    pub fn advanced(self, n: u64) -> RunStart {
+        RunStart {
+            offset: self.offset.plus(n),
+            timestamp: Timestamp(self.timestamp.0.saturating_add(n)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +76,8 @@ pub enum SequenceCheck {
     /// Already appended: answer with these offsets, write nothing. The
     /// offset of sequence `first_sequence + i` is `first_offset + i`.
     Duplicate {
-        /// Offset of the request's first message.
-        first_offset: Offset,
+        /// Where the request's first message was appended.
+        first: RunStart,
     },
     /// Refuse the request (409): the partition expects `expected` next.
     OutOfSequence {
@@ -68,7 +89,7 @@ pub enum SequenceCheck {
 /// The idempotent-producer state of one data group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerWindows {
-    windows: BTreeMap<(ProducerId, PartitionId), Window>,
+    windows: BTreeMap<(ProducerId, PartitionKey), Window>,
     expiry_secs: u64,
     producers_max: usize,
 }
@@ -103,7 +124,7 @@ impl ProducerWindows {
     pub fn check(
         &self,
         producer: ProducerId,
-        partition: PartitionId,
+        partition: PartitionKey,
         first_sequence: u64,
         count: u64,
     ) -> SequenceCheck {
@@ -125,7 +146,7 @@ impl ProducerWindows {
             .find(|r| r.first_sequence <= first_sequence && last_sequence <= r.last_sequence);
         match inside {
             Some(run) => SequenceCheck::Duplicate {
-                first_offset: run.first_offset.plus(first_sequence - run.first_sequence),
+                first: run.first.advanced(first_sequence - run.first_sequence),
             },
             // A gap, a run older than every remembered one, or duplicates
             // mixed with new messages.
@@ -138,17 +159,17 @@ impl ProducerWindows {
     pub fn record(
         &mut self,
         producer: ProducerId,
-        partition: PartitionId,
+        partition: PartitionKey,
         first_sequence: u64,
         count: u64,
-        first_offset: Offset,
+        first: RunStart,
         now: Timestamp,
     ) {
         let window = self.windows.entry((producer, partition)).or_default();
         window.runs.push_back(Run {
             first_sequence,
             last_sequence: first_sequence.saturating_add(count.saturating_sub(1)),
-            first_offset,
+            first,
         });
         while window.runs.len() > RUNS_REMEMBERED {
             window.runs.pop_front();
@@ -188,15 +209,30 @@ impl ProducerWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{PartitionId, QueueId};
 
     const P: ProducerId = ProducerId(1);
-    const Q: PartitionId = PartitionId(0);
+    const Q: PartitionKey = key(0);
+
+    const fn key(partition: u32) -> PartitionKey {
+        PartitionKey {
+            queue: QueueId(1),
+            partition: PartitionId(partition),
+        }
+    }
+
+    fn at(offset: u64) -> RunStart {
+        RunStart {
+            offset: Offset(offset),
+            timestamp: Timestamp(offset + 5_000),
+        }
+    }
 
     fn windows_with_runs(runs: &[(u64, u64, u64)]) -> ProducerWindows {
         let mut w = ProducerWindows::default();
         for &(first, count, offset) in runs {
             assert_eq!(w.check(P, Q, first, count), SequenceCheck::Append);
-            w.record(P, Q, first, count, Offset(offset), Timestamp(1));
+            w.record(P, Q, first, count, at(offset), Timestamp(1));
         }
         w
     }
@@ -212,15 +248,11 @@ mod tests {
         );
         assert_eq!(
             w.check(P, Q, 10, 5),
-            SequenceCheck::Duplicate {
-                first_offset: Offset(200)
-            }
+            SequenceCheck::Duplicate { first: at(200) }
         );
         assert_eq!(
             w.check(P, Q, 3, 2),
-            SequenceCheck::Duplicate {
-                first_offset: Offset(103)
-            }
+            SequenceCheck::Duplicate { first: at(103) }
         );
         assert_eq!(
             w.check(P, Q, 17, 1),
@@ -238,7 +270,7 @@ mod tests {
             "spans two runs"
         );
         assert_eq!(
-            w.check(P, PartitionId(1), 42, 1),
+            w.check(P, key(1), 42, 1),
             SequenceCheck::Append,
             "per partition"
         );
@@ -255,9 +287,7 @@ mod tests {
         let w = windows_with_runs(&runs);
         assert_eq!(
             w.check(P, Q, 4, 2),
-            SequenceCheck::Duplicate {
-                first_offset: Offset(1004)
-            }
+            SequenceCheck::Duplicate { first: at(1004) }
         );
         assert_eq!(
             w.check(P, Q, 2, 2),
@@ -270,8 +300,8 @@ mod tests {
     fn idle_producers_expire_and_the_count_is_bounded() {
         let mut w = ProducerWindows::new(10, 3);
         let t = |s: u64| Timestamp::from_secs(s);
-        w.record(P, Q, 0, 1, Offset(0), t(100));
-        w.record(ProducerId(2), Q, 0, 1, Offset(1), t(105));
+        w.record(P, Q, 0, 1, at(0), t(100));
+        w.record(ProducerId(2), Q, 0, 1, at(1), t(105));
         w.expire(t(112));
         assert_eq!(w.len(), 1, "producer 1 was idle 12 s > 10 s");
         assert_eq!(
@@ -280,7 +310,7 @@ mod tests {
             "an expired producer starts afresh"
         );
         for p in 3..6 {
-            w.record(ProducerId(p), Q, 0, 1, Offset(p), t(110 + p));
+            w.record(ProducerId(p), Q, 0, 1, at(p), t(110 + p));
         }
         assert_eq!(w.len(), 3);
         assert_eq!(
@@ -304,9 +334,7 @@ mod tests {
         assert_eq!(back, w);
         assert_eq!(
             back.check(P, Q, 10, 5),
-            SequenceCheck::Duplicate {
-                first_offset: Offset(200)
-            }
+            SequenceCheck::Duplicate { first: at(200) }
         );
     }
 }

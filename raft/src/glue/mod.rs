@@ -5,17 +5,21 @@
 //!   enum, so the meta and data groups share one configuration.
 //! - `codec.rs`: how openraft values become WAL payloads (bincode 2).
 //! - `log_store.rs`: a group's Raft log and vote, stored in the node WAL.
+//! - `state_machine.rs`: openraft's state-machine traits over a Sluice
+//!   `GroupMachine`; a snapshot is a checkpoint.
 //! - `cluster.rs`: forming a cluster, membership changes, linearizable
 //!   reads, with typed errors.
 //! - `network.rs`: Raft RPC over HTTP, client (`HttpNetwork`) and server
 //!   (`RaftHost::router`).
 
 pub mod cluster;
-mod codec;
+pub(crate) mod codec;
 mod log_store;
 mod network;
+mod state_machine;
 mod type_config;
 
 pub use log_store::GroupLogStore;
 pub use network::{HttpNetwork, HttpPeer, RaftHost, SnapshotBytes, http_client};
+pub use state_machine::{GroupMachine, Hosted, StateMachine};
 pub use type_config::{Command, Reply, TypeConfig};

@@ -6,6 +6,7 @@
 mod cluster;
 mod common;
 mod crash;
+mod data;
 mod group_commit;
 mod replay;
 mod rpc_input;

@@ -1,0 +1,229 @@
+//! What a data group's log holds, and what applying it answers.
+//!
+//! A proposal is validated at the HTTP edge before it is proposed, and
+//! again, cheaply, at apply: the queue may have been dropped or the
+//! producer's window moved between the two. Apply never half-applies a
+//! proposal: it is refused whole (a [`Refusal`]) or applied whole.
+//!
+//! Proposals are encoded with the glue codec (a version byte, then bincode),
+//! so a change to these types needs a new codec version.
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::{MessageId, Offset, Timestamp};
+
+use crate::data::consumer::{ConsumerCommand, ConsumerReply};
+use crate::data::producers::RunStart;
+use crate::ids::{PartitionId, ProducerId, QueueId, RequestId};
+
+/// One proposal to a data group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataProposal {
+    /// Same for every retry of one client request.
+    pub request_id: RequestId,
+    /// The leader's clock when it proposed; apply derives every time from
+    /// it (message timestamps, expiries, producer idleness).
+    pub proposed_at: Timestamp,
+    /// What to do.
+    pub command: DataCommand,
+}
+
+/// The commands of a data group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataCommand {
+    /// Creates a queue's partition logs, or grows its partition count
+    /// (partitions never shrink).
+    CreateQueue {
+        /// The meta group's id for the queue.
+        queue: QueueId,
+        /// Partitions it has from now on.
+        partitions: u32,
+    },
+    /// Drops a queue and all its messages.
+    DropQueue {
+        /// The queue.
+        queue: QueueId,
+    },
+    /// Appends new messages.
+    Produce(Produce),
+    /// Writes messages with given ids: replaces the body of a message that
+    /// exists (a supersede record), creates one that does not.
+    Put {
+        /// The queue.
+        queue: QueueId,
+        /// The messages.
+        messages: Vec<PutMessage>,
+    },
+    /// Deletes messages by id (tombstone records); absent ids are ignored.
+    Delete {
+        /// The queue.
+        queue: QueueId,
+        /// The messages.
+        ids: Vec<(PartitionId, MessageId)>,
+    },
+    /// A consumer-group change.
+    Consumer {
+        /// The queue the group consumes.
+        queue: QueueId,
+        /// The change.
+        command: ConsumerCommand,
+    },
+}
+
+/// New messages for one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produce {
+    /// The queue.
+    pub queue: QueueId,
+    /// An idempotent producer: then every message has a `sequence`.
+    pub producer: Option<ProducerId>,
+    /// The messages, in request order.
+    pub messages: Vec<NewMessage>,
+}
+
+/// One new message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// Its partition (chosen at the edge).
+    pub partition: PartitionId,
+    /// Seconds it lives after its timestamp.
+    pub ttl_secs: u64,
+    /// The idempotent producer's sequence number.
+    pub sequence: Option<u64>,
+    /// The content type, when the client gave one.
+    pub content_type: Option<String>,
+    /// Client headers (names never start with `:`, which is reserved).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// One message written by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutMessage {
+    /// Its partition.
+    pub partition: PartitionId,
+    /// Its id (a version 1 UUID: its time becomes the timestamp).
+    pub id: MessageId,
+    /// Seconds it lives from the proposal's time.
+    pub ttl_secs: u64,
+    /// The content type, when the client gave one.
+    pub content_type: Option<String>,
+    /// The body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// What applying a proposal answered. Kept in the request window, so a
+/// retried proposal gets the same answer: kept small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataReply {
+    /// Done (create, drop, put, delete).
+    Done,
+    /// Messages were appended (or had been, for a duplicate).
+    Produced(Produced),
+    /// A consumer-group change's answer.
+    Consumer(ConsumerReply),
+    /// Refused whole; nothing was written.
+    Refused(Refusal),
+}
+
+/// Where a produce request's messages went: one run per partition, in the
+/// order partitions first appear in the request. Within a run, offsets and
+/// timestamps advance by one per message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produced {
+    /// (partition, start, message count) per partition.
+    pub runs: Vec<(PartitionId, RunStart, u64)>,
+}
+
+/// Where one produced message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Its partition.
+    pub partition: PartitionId,
+    /// Its offset.
+    pub offset: Offset,
+    /// Its timestamp (its id follows from it).
+    pub timestamp: Timestamp,
+}
+
+impl Produced {
+    /// Each message's placement, in request order, given the partition of
+    /// each message in the request. `None` when the partitions do not match
+    /// the runs (a reply to another request).
+    pub fn placements(&self, partitions: &[PartitionId]) -> Option<Vec<Placement>> {
+        let mut used = vec![0u64; self.runs.len()];
+        let mut out = Vec::with_capacity(partitions.len());
+        for &p in partitions {
+            let i = self.runs.iter().position(|(rp, _, _)| *rp == p)?;
+            let (_, start, count) = self.runs[i];
+            if used[i] >= count {
+                return None;
+            }
+            let at = start.advanced(used[i]);
+            used[i] += 1;
+            out.push(Placement {
+                partition: p,
+                offset: at.offset,
+                timestamp: at.timestamp,
+            });
+        }
+        let all_used = used
+            .iter()
+            .zip(&self.runs)
+            .all(|(u, (_, _, count))| u == count);
+        all_used.then_some(out)
+    }
+}
+
+/// Why apply refused a proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The queue does not exist in this group (dropped, or never created).
+    #[error("no such queue: {0}")]
+    UnknownQueue(QueueId),
+    /// A partition number at or above the queue's count.
+    #[error("partition {partition:?} does not exist (the queue has {partitions})")]
+    UnknownPartition {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// The queue's partition count.
+        partitions: u32,
+    },
+    /// Partitions can only grow.
+    #[error("partitions can only grow (the queue has {partitions})")]
+    PartitionsShrink {
+        /// The queue's partition count.
+        partitions: u32,
+    },
+    /// An idempotent producer's message without a sequence, or sequences
+    /// that do not increase by one within a partition.
+    #[error("message {index}: sequences must be given and increase by 1 per partition")]
+    BadSequence {
+        /// The message's index in the request.
+        index: usize,
+    },
+    /// A gap, a stale run, or duplicates mixed with new messages (409).
+    #[error("partition {partition:?} expects sequence {expected}")]
+    OutOfSequence {
+        /// The partition.
+        partition: PartitionId,
+        /// The sequence it would accept.
+        expected: u64,
+    },
+    /// A message breaks a limit (400).
+    #[error("message {index}: {reason}")]
+    Invalid {
+        /// The message's index in the request.
+        index: usize,
+        /// The limit it breaks.
+        reason: String,
+    },
+    /// The proposal's bytes do not decode (a bug or a version skew).
+    #[error("undecodable proposal: {0}")]
+    Undecodable(String),
+    /// A consumer-group change that does not hold (409, with the reason).
+    #[error("{0}")]
+    Consumer(String),
+}

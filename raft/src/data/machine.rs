@@ -1,0 +1,614 @@
+//! The state machine of a data group: its queues' partition logs and its
+//! small state (producer windows, recent requests, consumer groups).
+//!
+//! **Apply** appends to partition logs without fsync: the Raft entries
+//! are already durable in the node WAL. **Checkpoint** makes the partition
+//! logs durable, then writes the small state, each partition's end offset
+//! and the caller's Raft state (applied log id, membership) into one
+//! checkpoint file. **Open** truncates every partition log back to the
+//! checkpoint's end offsets and removes partitions created after it, so
+//! replaying the WAL from the checkpoint's applied index rebuilds exactly
+//! the state that was lost, with the same offsets, timestamps and ids
+//! (apply is deterministic).
+//!
+//! A dropped queue's partition directories are deleted only after the next
+//! checkpoint: until then, a restart replays entries that may still append
+//! to them.
+//!
+//! On disk, in the group's directory: `checkpoint` (see `checkpoint.rs`)
+//! and one engine log directory per partition, `q{queue}-p{partition}`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::disk::Disk;
+use sluice_engine::{EngineError, LogConfig, Offset, Timestamp};
+
+use crate::data::checkpoint;
+use crate::data::command::{
+    DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced, PutMessage, Refusal,
+};
+use crate::data::consumer::ConsumerGroups;
+use crate::data::message_id::message_id;
+use crate::data::partition::{Partition, PartitionState};
+use crate::data::producers::{ProducerWindows, SequenceCheck};
+use crate::data::requests::{RequestWindow, WINDOW_REQUESTS_DEFAULT};
+use crate::glue::{GroupMachine, codec};
+use crate::ids::{GroupId, PartitionId, PartitionKey, QueueId};
+
+/// Most partitions one queue may have.
+pub const QUEUE_PARTITIONS_MAX: u32 = 1_000;
+const CHECKPOINT_FILE: &str = "checkpoint";
+
+/// Why a data group's state machine failed. Any of these stops the group
+/// on this replica: its state can no longer follow the log.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// A partition log failed.
+    #[error("{key}: {source}")]
+    Engine {
+        /// The partition.
+        key: PartitionKey,
+        /// The engine's error.
+        source: EngineError,
+    },
+    /// A file outside the partition logs failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The state on disk contradicts itself.
+    #[error("corrupted state in {path}: {reason}")]
+    Corrupted {
+        /// Where.
+        path: PathBuf,
+        /// What does not hold.
+        reason: String,
+    },
+}
+
+impl From<MachineError> for io::Error {
+    fn from(e: MachineError) -> io::Error {
+        let kind = match &e {
+            MachineError::Io { source, .. } => source.kind(),
+            MachineError::Engine { .. } => io::ErrorKind::Other,
+            MachineError::Corrupted { .. } => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+/// Everything a checkpoint holds besides the partition logs themselves.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointBody {
+    raft_state: Vec<u8>,
+    queues: BTreeMap<QueueId, u32>,
+    partitions: BTreeMap<PartitionKey, (Offset, PartitionState)>,
+    producers: ProducerWindows,
+    requests: RequestWindow<DataReply>,
+    consumers: ConsumerGroups,
+}
+
+/// A data group's state machine (see the module docs).
+#[derive(Debug)]
+pub struct DataMachine {
+    group: GroupId,
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    log_config: LogConfig,
+    queues: BTreeMap<QueueId, u32>,
+    partitions: BTreeMap<PartitionKey, Partition>,
+    producers: ProducerWindows,
+    requests: RequestWindow<DataReply>,
+    consumers: ConsumerGroups,
+    raft_state: Vec<u8>,
+    /// The encoded body of the last checkpoint (the snapshot data).
+    last_checkpoint: Vec<u8>,
+    doomed: Vec<PathBuf>,
+}
+
+impl DataMachine {
+    /// Opens group `group`'s state in `dir`: the last checkpoint, with
+    /// partition logs truncated back to it (see the module docs).
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        group: GroupId,
+        log_config: LogConfig,
+    ) -> Result<DataMachine, MachineError> {
+        let dir = dir.as_ref().to_path_buf();
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MachineError::Io { path, source }
+        };
+        disk.create_dir_all(&dir).map_err(io_at(&dir))?;
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        let body = match checkpoint::read(disk.as_ref(), &checkpoint_path) {
+            Ok(Some(bytes)) => {
+                codec::decode::<CheckpointBody>(&bytes).map_err(|e| MachineError::Corrupted {
+                    path: checkpoint_path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            Ok(None) => CheckpointBody {
+                raft_state: Vec::new(),
+                queues: BTreeMap::new(),
+                partitions: BTreeMap::new(),
+                producers: ProducerWindows::default(),
+                requests: RequestWindow::new(WINDOW_REQUESTS_DEFAULT),
+                consumers: ConsumerGroups::default(),
+            },
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(MachineError::Corrupted {
+                    path: checkpoint_path,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(io_at(&checkpoint_path)(e)),
+        };
+        let mut machine = DataMachine {
+            group,
+            disk: Arc::clone(&disk),
+            dir: dir.clone(),
+            log_config: log_config.clone(),
+            queues: body.queues,
+            partitions: BTreeMap::new(),
+            producers: body.producers,
+            requests: body.requests,
+            consumers: body.consumers,
+            raft_state: body.raft_state,
+            last_checkpoint: Vec::new(),
+            doomed: Vec::new(),
+        };
+        // Partitions the checkpoint does not know were created after it
+        // (or dropped before it): replay recreates what it needs.
+        let names = disk.list_dir(&dir).map_err(io_at(&dir))?;
+        for name in names {
+            let Some(key) = parse_partition_dir(&name) else {
+                continue;
+            };
+            if !body.partitions.contains_key(&key) {
+                remove_dir_all(disk.as_ref(), &dir.join(&name))?;
+            }
+        }
+        for (key, (end, state)) in body.partitions {
+            let path = machine.partition_dir(key);
+            if disk.list_dir(&path).is_err() {
+                return Err(MachineError::Corrupted {
+                    path,
+                    reason: format!("the checkpoint lists {key} but its log is missing"),
+                });
+            }
+            let mut partition =
+                Partition::open(Arc::clone(&disk), &path, log_config.clone(), state)
+                    .map_err(|source| MachineError::Engine { key, source })?;
+            let next = partition.log().next_offset();
+            if next < end {
+                return Err(MachineError::Corrupted {
+                    path,
+                    reason: format!(
+                        "the checkpoint says {key} ends at {end:?}, the log at {next:?}"
+                    ),
+                });
+            }
+            if next > end {
+                partition
+                    .log_mut()
+                    .truncate_from(end)
+                    .map_err(|source| MachineError::Engine { key, source })?;
+            }
+            machine.partitions.insert(key, partition);
+        }
+        Ok(machine)
+    }
+
+    /// The group this machine belongs to.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The Raft state saved by the last checkpoint (empty before the first).
+    pub fn raft_state(&self) -> &[u8] {
+        &self.raft_state
+    }
+
+    /// The partition count of `queue`, if this group holds it.
+    pub fn queue_partitions(&self, queue: QueueId) -> Option<u32> {
+        self.queues.get(&queue).copied()
+    }
+
+    /// The queues this group holds and their partition counts.
+    pub fn queues(&self) -> &BTreeMap<QueueId, u32> {
+        &self.queues
+    }
+
+    /// One partition, for reads.
+    pub fn partition(&self, key: PartitionKey) -> Option<&Partition> {
+        self.partitions.get(&key)
+    }
+
+    /// The consumer groups, for reads.
+    pub fn consumers(&self) -> &ConsumerGroups {
+        &self.consumers
+    }
+
+    /// Applies an encoded proposal and returns the encoded reply. An
+    /// undecodable proposal is refused like any other: every replica
+    /// decodes the same bytes the same way.
+    pub fn apply_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, MachineError> {
+        let reply = match codec::decode::<DataProposal>(bytes) {
+            Ok(proposal) => self.apply(proposal)?,
+            Err(e) => DataReply::Refused(Refusal::Undecodable(e.to_string())),
+        };
+        codec::encode(&reply)
+            .map(|b| b.to_vec())
+            .map_err(|source| MachineError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// Applies a proposal: a request applied recently gets its first
+    /// reply again, and writes nothing.
+    pub fn apply(&mut self, proposal: DataProposal) -> Result<DataReply, MachineError> {
+        if let Some(reply) = self.requests.reply_of(proposal.request_id) {
+            return Ok(reply.clone());
+        }
+        let now = proposal.proposed_at;
+        let reply = match proposal.command {
+            DataCommand::CreateQueue { queue, partitions } => {
+                self.create_queue(queue, partitions)?
+            }
+            DataCommand::DropQueue { queue } => self.drop_queue(queue),
+            DataCommand::Produce(produce) => self.produce(produce, now)?,
+            DataCommand::Put { queue, messages } => self.put(queue, &messages, now)?,
+            DataCommand::Delete { queue, ids } => self.delete(queue, &ids, now)?,
+            DataCommand::Consumer { queue, command } => match self.queues.get(&queue) {
+                None => DataReply::Refused(Refusal::UnknownQueue(queue)),
+                Some(&partitions) => match self.consumers.apply(queue, partitions, command) {
+                    Ok(reply) => DataReply::Consumer(reply),
+                    Err(reason) => DataReply::Refused(Refusal::Consumer(reason)),
+                },
+            },
+        };
+        self.requests.remember(proposal.request_id, reply.clone());
+        Ok(reply)
+    }
+
+    fn create_queue(&mut self, queue: QueueId, partitions: u32) -> Result<DataReply, MachineError> {
+        let current = self.queues.get(&queue).copied().unwrap_or(0);
+        if partitions < current {
+            return Ok(DataReply::Refused(Refusal::PartitionsShrink {
+                partitions: current,
+            }));
+        }
+        if partitions == 0 || partitions > QUEUE_PARTITIONS_MAX {
+            return Ok(DataReply::Refused(Refusal::UnknownPartition {
+                partition: PartitionId(partitions),
+                partitions: QUEUE_PARTITIONS_MAX,
+            }));
+        }
+        for p in current..partitions {
+            let key = PartitionKey {
+                queue,
+                partition: PartitionId(p),
+            };
+            let partition = Partition::open(
+                Arc::clone(&self.disk),
+                &self.partition_dir(key),
+                self.log_config.clone(),
+                PartitionState::default(),
+            )
+            .map_err(|source| MachineError::Engine { key, source })?;
+            self.partitions.insert(key, partition);
+        }
+        self.queues.insert(queue, partitions);
+        if current != 0 {
+            self.consumers.partitions_changed(queue, partitions);
+        }
+        Ok(DataReply::Done)
+    }
+
+    fn drop_queue(&mut self, queue: QueueId) -> DataReply {
+        if let Some(partitions) = self.queues.remove(&queue) {
+            for p in 0..partitions {
+                let key = PartitionKey {
+                    queue,
+                    partition: PartitionId(p),
+                };
+                if self.partitions.remove(&key).is_some() {
+                    self.doomed.push(self.partition_dir(key));
+                }
+            }
+            self.consumers.drop_queue(queue);
+        }
+        DataReply::Done
+    }
+
+    fn produce(&mut self, produce: Produce, now: Timestamp) -> Result<DataReply, MachineError> {
+        let Produce {
+            queue,
+            producer,
+            messages,
+        } = produce;
+        let Some(&count) = self.queues.get(&queue) else {
+            return Ok(DataReply::Refused(Refusal::UnknownQueue(queue)));
+        };
+        // Validate everything before appending anything.
+        let mut by_partition: Vec<(PartitionId, Vec<&NewMessage>)> = Vec::new();
+        for (index, m) in messages.iter().enumerate() {
+            if m.partition.0 >= count {
+                return Ok(DataReply::Refused(Refusal::UnknownPartition {
+                    partition: m.partition,
+                    partitions: count,
+                }));
+            }
+            if let Err(reason) = Partition::check_message(m) {
+                return Ok(DataReply::Refused(Refusal::Invalid { index, reason }));
+            }
+            if producer.is_some() && m.sequence.is_none() {
+                return Ok(DataReply::Refused(Refusal::BadSequence { index }));
+            }
+            match by_partition.iter_mut().find(|(p, _)| *p == m.partition) {
+                Some((_, run)) => {
+                    // An idempotent producer's sequences advance by one
+                    // per partition within a request.
+                    let previous = run.last().and_then(|r| r.sequence);
+                    if producer.is_some() && m.sequence != previous.map(|s| s.wrapping_add(1)) {
+                        return Ok(DataReply::Refused(Refusal::BadSequence { index }));
+                    }
+                    run.push(m);
+                }
+                None => by_partition.push((m.partition, vec![m])),
+            }
+        }
+        let mut checks = Vec::with_capacity(by_partition.len());
+        if let Some(producer) = producer {
+            self.producers.expire(now);
+            for (partition, run) in &by_partition {
+                let key = PartitionKey {
+                    queue,
+                    partition: *partition,
+                };
+                let first = run.first().and_then(|m| m.sequence).unwrap_or(0);
+                match self.producers.check(producer, key, first, run.len() as u64) {
+                    SequenceCheck::OutOfSequence { expected } => {
+                        return Ok(DataReply::Refused(Refusal::OutOfSequence {
+                            partition: *partition,
+                            expected,
+                        }));
+                    }
+                    check => checks.push(check),
+                }
+            }
+        }
+        let mut runs = Vec::with_capacity(by_partition.len());
+        for (i, (partition, run)) in by_partition.iter().enumerate() {
+            let key = PartitionKey {
+                queue,
+                partition: *partition,
+            };
+            if let Some(SequenceCheck::Duplicate { first }) = checks.get(i) {
+                runs.push((*partition, *first, run.len() as u64));
+                continue;
+            }
+            let group = self.group;
+            let log = self.partitions.get_mut(&key).ok_or_else(|| missing(key))?;
+            let start = log
+                .append_new(now, |t| message_id(t, group, *partition), run)
+                .map_err(|source| MachineError::Engine { key, source })?;
+            if let (Some(producer), Some(first_sequence)) =
+                (producer, run.first().and_then(|m| m.sequence))
+            {
+                self.producers
+                    .record(producer, key, first_sequence, run.len() as u64, start, now);
+            }
+            runs.push((*partition, start, run.len() as u64));
+        }
+        Ok(DataReply::Produced(Produced { runs }))
+    }
+
+    fn put(
+        &mut self,
+        queue: QueueId,
+        messages: &[PutMessage],
+        now: Timestamp,
+    ) -> Result<DataReply, MachineError> {
+        let Some(&count) = self.queues.get(&queue) else {
+            return Ok(DataReply::Refused(Refusal::UnknownQueue(queue)));
+        };
+        if let Some(m) = messages.iter().find(|m| m.partition.0 >= count) {
+            return Ok(DataReply::Refused(Refusal::UnknownPartition {
+                partition: m.partition,
+                partitions: count,
+            }));
+        }
+        for (index, m) in messages.iter().enumerate() {
+            let headers: Vec<(&str, &[u8])> = m
+                .content_type
+                .iter()
+                .map(|ct| (":ct", ct.as_bytes()))
+                .collect();
+            if let Err(e) = sluice_engine::Batch::check_record(&headers, m.body.len()) {
+                return Ok(DataReply::Refused(Refusal::Invalid {
+                    index,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+        for m in messages {
+            let key = PartitionKey {
+                queue,
+                partition: m.partition,
+            };
+            let partition = self.partitions.get_mut(&key).ok_or_else(|| missing(key))?;
+            partition
+                .put(
+                    m.id,
+                    now,
+                    now.plus_secs(m.ttl_secs),
+                    m.content_type.as_deref(),
+                    &m.body,
+                )
+                .map_err(|source| MachineError::Engine { key, source })?;
+        }
+        Ok(DataReply::Done)
+    }
+
+    fn delete(
+        &mut self,
+        queue: QueueId,
+        ids: &[(PartitionId, sluice_engine::MessageId)],
+        now: Timestamp,
+    ) -> Result<DataReply, MachineError> {
+        if !self.queues.contains_key(&queue) {
+            return Ok(DataReply::Refused(Refusal::UnknownQueue(queue)));
+        }
+        for (partition, id) in ids {
+            let key = PartitionKey {
+                queue,
+                partition: *partition,
+            };
+            // Partitions outside the queue are ignored, as absent ids are.
+            if let Some(p) = self.partitions.get_mut(&key) {
+                p.delete(*id, now)
+                    .map_err(|source| MachineError::Engine { key, source })?;
+            }
+        }
+        Ok(DataReply::Done)
+    }
+
+    /// Makes everything applied so far durable and records it, with
+    /// `raft_state` (see the module docs); then deletes dropped queues'
+    /// files and expired segments. `now` only drives retention.
+    pub fn checkpoint(&mut self, raft_state: Vec<u8>, now: Timestamp) -> Result<(), MachineError> {
+        let mut partitions = BTreeMap::new();
+        for (key, partition) in self.partitions.iter_mut() {
+            partition.prune_ids(now);
+            let end = partition
+                .log_mut()
+                .flush()
+                .map_err(|source| MachineError::Engine { key: *key, source })?;
+            partitions.insert(*key, (end, partition.state().clone()));
+        }
+        let body = CheckpointBody {
+            raft_state,
+            queues: self.queues.clone(),
+            partitions,
+            producers: self.producers.clone(),
+            requests: self.requests.clone(),
+            consumers: self.consumers.clone(),
+        };
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let io_err = |source| MachineError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = codec::encode(&body).map_err(io_err)?;
+        checkpoint::write(self.disk.as_ref(), &path, &bytes).map_err(io_err)?;
+        self.raft_state = body.raft_state;
+        self.last_checkpoint = bytes.to_vec();
+        for dir in std::mem::take(&mut self.doomed) {
+            remove_dir_all(self.disk.as_ref(), &dir)?;
+        }
+        for (key, partition) in self.partitions.iter_mut() {
+            partition
+                .log_mut()
+                .apply_retention(now)
+                .map_err(|source| MachineError::Engine { key: *key, source })?;
+        }
+        Ok(())
+    }
+
+    fn partition_dir(&self, key: PartitionKey) -> PathBuf {
+        self.dir
+            .join(format!("q{}-p{}", key.queue.0, key.partition.0))
+    }
+}
+
+impl GroupMachine for DataMachine {
+    fn apply(&mut self, command: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(self.apply_bytes(command)?)
+    }
+
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
+        DataMachine::checkpoint(self, raft_state, Timestamp::now())?;
+        Ok(self.last_checkpoint.clone())
+    }
+
+    fn raft_state(&self) -> &[u8] {
+        &self.raft_state
+    }
+
+    fn install(&mut self, _raft_state: Vec<u8>, _snapshot: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "installing a data group snapshot is not built yet",
+        ))
+    }
+}
+
+fn missing(key: PartitionKey) -> MachineError {
+    MachineError::Corrupted {
+        path: PathBuf::from(format!("q{}-p{}", key.queue.0, key.partition.0)),
+        reason: format!("{key} is in the queue table but has no log"),
+    }
+}
+
+/// `q{queue}-p{partition}` → the key; anything else → `None`.
+fn parse_partition_dir(name: &str) -> Option<PartitionKey> {
+    let (q, p) = name.strip_prefix('q')?.split_once("-p")?;
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty();
+    if !number(q) || !number(p) {
+        return None;
+    }
+    Some(PartitionKey {
+        queue: QueueId(q.parse().ok()?),
+        partition: PartitionId(p.parse().ok()?),
+    })
+}
+
+/// Removes a partition's log directory (files only: logs have no
+/// subdirectories), then the directory itself.
+fn remove_dir_all(disk: &dyn Disk, dir: &Path) -> Result<(), MachineError> {
+    let io_at = |source| MachineError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let names = match disk.list_dir(dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_at(e)),
+    };
+    for name in names {
+        disk.remove_file(&dir.join(name)).map_err(io_at)?;
+    }
+    disk.remove_dir(dir).map_err(io_at)?;
+    if let Some(parent) = dir.parent() {
+        disk.sync_dir(parent).map_err(io_at)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_directory_names_round_trip_and_others_are_ignored() {
+        let key = PartitionKey {
+            queue: QueueId(12),
+            partition: PartitionId(3),
+        };
+        assert_eq!(parse_partition_dir("q12-p3"), Some(key));
+        for other in ["checkpoint", "q-p1", "q1-p", "q1-p+2", "x1-p2", "q1p2"] {
+            assert_eq!(parse_partition_dir(other), None, "{other}");
+        }
+    }
+}

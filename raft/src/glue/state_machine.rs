@@ -1,0 +1,207 @@
+//! openraft's state-machine traits over a Sluice [`GroupMachine`].
+//!
+//! The machine knows nothing of openraft: it applies command bytes, and
+//! saves an opaque "Raft state" (the applied log id and the membership,
+//! encoded here) inside its own checkpoint, so the two are durable
+//! together. A snapshot *is* a checkpoint: openraft purges its log only up
+//! to a snapshot, so the WAL always holds every entry after the last
+//! checkpoint, which a restart replays.
+
+use std::io::{self, Cursor};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures_util::StreamExt;
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+
+use crate::glue::codec;
+use crate::glue::{Reply, TypeConfig};
+
+type C = TypeConfig;
+
+/// A group's state machine as the Raft glue drives it.
+pub trait GroupMachine: Send + Sync + 'static {
+    /// Applies one committed command and returns the encoded reply. Must be
+    /// deterministic. An error stops the group on this node: its state can
+    /// no longer follow the log.
+    fn apply(&mut self, command: &[u8]) -> io::Result<Vec<u8>>;
+    /// Makes everything applied durable together with `raft_state`, and
+    /// returns the snapshot data describing it.
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>>;
+    /// The Raft state saved by the last checkpoint (empty if none).
+    fn raft_state(&self) -> &[u8];
+    /// Replaces the whole state with a snapshot built by another replica,
+    /// durably, with `raft_state`.
+    fn install(&mut self, raft_state: Vec<u8>, snapshot: &[u8]) -> io::Result<()>;
+}
+
+/// The machine and what openraft needs to know about it.
+#[derive(Debug)]
+pub struct Hosted<M> {
+    machine: M,
+    last_applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+}
+
+impl<M> Hosted<M> {
+    /// The machine, for reads.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The index of the last applied entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+}
+
+/// openraft's state machine (and snapshot builder) for one group; clones
+/// share the machine, so the server reads through one while openraft
+/// applies through another.
+#[derive(Debug)]
+pub struct StateMachine<M> {
+    shared: Arc<RwLock<Hosted<M>>>,
+}
+
+impl<M> Clone for StateMachine<M> {
+    fn clone(&self) -> Self {
+        StateMachine {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: GroupMachine> StateMachine<M> {
+    /// Hosts `machine`, restoring the applied log id and membership its last
+    /// checkpoint saved.
+    pub fn new(machine: M) -> io::Result<StateMachine<M>> {
+        let (last_applied, membership) = if machine.raft_state().is_empty() {
+            (None, StoredMembership::default())
+        } else {
+            codec::decode::<(Option<LogIdOf<C>>, StoredMembershipOf<C>)>(machine.raft_state())?
+        };
+        Ok(StateMachine {
+            shared: Arc::new(RwLock::new(Hosted {
+                machine,
+                last_applied,
+                membership,
+                snapshot: None,
+            })),
+        })
+    }
+
+    /// Reads the hosted machine.
+    pub fn read(&self) -> RwLockReadGuard<'_, Hosted<M>> {
+        self.shared.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Hosted<M>> {
+        self.shared.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Self::SnapshotData>, io::Error> {
+        let shared = Arc::clone(&self.shared);
+        // A checkpoint fsyncs: keep it off the async workers.
+        let (meta, data) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
+            let meta = SnapshotMetaOf::<C> {
+                last_log_id: hosted.last_applied,
+                last_membership: hosted.membership.clone(),
+            };
+            let raft_state = codec::encode(&(meta.last_log_id, &meta.last_membership))?;
+            let data = hosted.machine.checkpoint(raft_state.to_vec())?;
+            hosted.snapshot = Some((meta.clone(), data.clone()));
+            Ok((meta, data))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(SnapshotOf::<C, _> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = StateMachine<M>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let hosted = self.read();
+        Ok((hosted.last_applied, hosted.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<C>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let reply = {
+                let mut hosted = self.write();
+                let reply = match &entry.payload {
+                    EntryPayload::Normal(command) => hosted.machine.apply(&command.0)?,
+                    _ => Vec::new(),
+                };
+                if let Some(membership) = entry.get_membership() {
+                    hosted.membership = StoredMembership::new(Some(entry.log_id()), membership);
+                }
+                hosted.last_applied = Some(entry.log_id());
+                reply
+            };
+            if let Some(responder) = responder {
+                responder.send(Reply(reply));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let shared = Arc::clone(&self.shared);
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
+            let raft_state = codec::encode(&(meta.last_log_id, &meta.last_membership))?;
+            let data = snapshot.into_inner();
+            hosted.machine.install(raft_state.to_vec(), &data)?;
+            hosted.last_applied = meta.last_log_id;
+            hosted.membership = meta.last_membership.clone();
+            hosted.snapshot = Some((meta, data));
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
+        Ok(self
+            .read()
+            .snapshot
+            .clone()
+            .map(|(meta, data)| SnapshotOf::<C, _> {
+                meta,
+                snapshot: Cursor::new(data),
+            }))
+    }
+}
