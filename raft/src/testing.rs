@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 
-use crate::glue::{Command, GroupLogStore, HttpNetwork, RaftHost, Reply, TypeConfig, http_client};
+use crate::glue::{
+    Command, GroupLogStore, HttpNetwork, RaftHost, Reply, SnapshotBytes, TypeConfig, http_client,
+};
 use crate::ids::GroupId;
 use crate::transport::rpc::ClusterSecret;
 use crate::wal::Wal;
@@ -152,12 +154,12 @@ impl RaftStateMachine<C> for TestStateMachine {
 }
 
 /// One node of an in-process cluster on loopback (tests and
-/// measurements): a WAL in a temporary directory, one Raft per group over
-/// it with a `TestStateMachine`, one HTTP client and one RPC router served
-/// on 127.0.0.1 at a free port. Dropping it stops its server.
-pub struct LoopbackNode {
+/// measurements): a WAL (in a temporary directory or on a simulated disk),
+/// one Raft per group over it with a state machine `SM`, one HTTP client
+/// and one RPC router served on 127.0.0.1. Dropping it stops its server.
+pub struct LoopbackNode<SM: RaftStateMachine<C> = TestStateMachine> {
     /// The node's groups, in the order given, with their state machines.
-    pub groups: Vec<(GroupId, Raft<C, TestStateMachine>, TestStateMachine)>,
+    pub groups: Vec<(GroupId, Raft<C, SM>, SM)>,
     /// The node's WAL.
     pub wal: Arc<Wal>,
     /// `127.0.0.1:port` of its RPC listener.
@@ -169,7 +171,7 @@ pub struct LoopbackNode {
 /// Errors at the edge of test support.
 pub type TestError = Box<dyn std::error::Error + Send + Sync>;
 
-impl LoopbackNode {
+impl LoopbackNode<TestStateMachine> {
     /// Starts node `id` hosting `groups` on a fresh port, its WAL on the
     /// real disk; `counting` state machines count commands instead of
     /// keeping them.
@@ -183,7 +185,14 @@ impl LoopbackNode {
         let dir = tempfile::tempdir()?;
         let wal = Arc::new(Wal::open(dir.path())?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        LoopbackNode::serve(id, groups, config, secret, counting, wal, listener, dir).await
+        LoopbackNode::serve(id, groups, config, secret, wal, listener, dir, |_| {
+            Ok(if counting {
+                TestStateMachine::counting()
+            } else {
+                TestStateMachine::default()
+            })
+        })
+        .await
     }
 
     /// Starts node `id` with its WAL on a simulated disk (at `/node{id}`),
@@ -197,6 +206,26 @@ impl LoopbackNode {
         disk: &SimDisk,
         addr: &str,
     ) -> Result<LoopbackNode, TestError> {
+        LoopbackNode::start_on_sim_with(id, groups, config, secret, disk, addr, |_| {
+            Ok(TestStateMachine::default())
+        })
+        .await
+    }
+}
+
+impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode<SM> {
+    /// Starts node `id` with its WAL on a simulated disk (at
+    /// `/node{id}/wal`), listening on `addr`, with the state machine `make`
+    /// gives for each group.
+    pub async fn start_on_sim_with(
+        id: u64,
+        groups: impl IntoIterator<Item = GroupId>,
+        config: Arc<openraft::Config>,
+        secret: &ClusterSecret,
+        disk: &SimDisk,
+        addr: &str,
+        make: impl FnMut(GroupId) -> Result<SM, TestError>,
+    ) -> Result<LoopbackNode<SM>, TestError> {
         let wal_dir = format!("/node{id}/wal");
         let wal = Arc::new(Wal::open_on(
             Arc::new(disk.clone()),
@@ -205,7 +234,7 @@ impl LoopbackNode {
         )?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let dir = tempfile::tempdir()?;
-        LoopbackNode::serve(id, groups, config, secret, false, wal, listener, dir).await
+        LoopbackNode::serve(id, groups, config, secret, wal, listener, dir, make).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -214,22 +243,18 @@ impl LoopbackNode {
         groups: impl IntoIterator<Item = GroupId>,
         config: Arc<openraft::Config>,
         secret: &ClusterSecret,
-        counting: bool,
         wal: Arc<Wal>,
         listener: tokio::net::TcpListener,
         dir: tempfile::TempDir,
-    ) -> Result<LoopbackNode, TestError> {
+        mut make: impl FnMut(GroupId) -> Result<SM, TestError>,
+    ) -> Result<LoopbackNode<SM>, TestError> {
         let client = http_client()?;
         let host = RaftHost::new(secret.clone());
         let mut hosted = Vec::new();
         for group in groups {
             let network = HttpNetwork::new(client.clone(), secret.clone(), group);
             let store = GroupLogStore::new(Arc::clone(&wal), group);
-            let sm = if counting {
-                TestStateMachine::counting()
-            } else {
-                TestStateMachine::default()
-            };
+            let sm = make(group)?;
             let raft = Raft::new(id, Arc::clone(&config), network, store, sm.clone()).await?;
             host.insert(group, raft.clone());
             hosted.push((group, raft, sm));
@@ -249,16 +274,16 @@ impl LoopbackNode {
     }
 
     /// The Raft of `group`.
-    pub fn raft(&self, group: GroupId) -> &Raft<C, TestStateMachine> {
+    pub fn raft(&self, group: GroupId) -> &Raft<C, SM> {
         &self.hosted(group).1
     }
 
     /// The state machine of `group`.
-    pub fn sm(&self, group: GroupId) -> &TestStateMachine {
+    pub fn sm(&self, group: GroupId) -> &SM {
         &self.hosted(group).2
     }
 
-    fn hosted(&self, group: GroupId) -> &(GroupId, Raft<C, TestStateMachine>, TestStateMachine) {
+    fn hosted(&self, group: GroupId) -> &(GroupId, Raft<C, SM>, SM) {
         match self.groups.iter().find(|(g, _, _)| *g == group) {
             Some(hosted) => hosted,
             None => panic!("node {} does not host {group}", self.addr),
@@ -284,14 +309,14 @@ impl LoopbackNode {
     }
 }
 
-impl Drop for LoopbackNode {
+impl<SM: RaftStateMachine<C>> Drop for LoopbackNode<SM> {
     fn drop(&mut self) {
         self.server.abort();
     }
 }
 
 /// The member list of `nodes`, numbered from 1 in order.
-pub fn members(nodes: &[LoopbackNode]) -> BTreeMap<u64, BasicNode> {
+pub fn members<SM: RaftStateMachine<C>>(nodes: &[LoopbackNode<SM>]) -> BTreeMap<u64, BasicNode> {
     nodes
         .iter()
         .enumerate()

@@ -27,6 +27,20 @@ pub struct DataProposal {
     pub command: DataCommand,
 }
 
+impl DataProposal {
+    /// The proposal as the bytes of a Raft command.
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        Ok(crate::glue::codec::encode(self)?.to_vec())
+    }
+}
+
+impl DataReply {
+    /// Decodes the bytes of a Raft reply.
+    pub fn decode(bytes: &[u8]) -> std::io::Result<DataReply> {
+        crate::glue::codec::decode(bytes)
+    }
+}
+
 /// The commands of a data group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataCommand {

@@ -9,18 +9,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::Config;
+use openraft::storage::RaftStateMachine;
 use sluice_raft::testing::{LoopbackNode, members};
 use sluice_raft::transport::rpc::ClusterSecret;
-use sluice_raft::{Command, GroupId};
+use sluice_raft::{Command, GroupId, SnapshotBytes, TypeConfig};
 
 const GROUP: GroupId = GroupId(1);
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
-fn secret() -> ClusterSecret {
+/// What a loopback node's state machine must be.
+pub(crate) trait Machine:
+    RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes> + Clone
+{
+}
+impl<T: RaftStateMachine<TypeConfig, SnapshotData = SnapshotBytes> + Clone> Machine for T {}
+
+pub(crate) fn secret() -> ClusterSecret {
     ClusterSecret::new("loopback-test-cluster-secret").expect("secret")
 }
 
-fn config() -> Arc<Config> {
+pub(crate) fn config() -> Arc<Config> {
     let config = Config {
         heartbeat_interval: 100,
         election_timeout_min: 400,
@@ -40,7 +48,7 @@ async fn node(id: u64, groups: impl IntoIterator<Item = GroupId>) -> LoopbackNod
 /// blank entry), and every follower has acknowledged that tail: then it
 /// holds a lease and takes writes. (A node restarted with a committed vote
 /// for itself can resume leadership before any follower has answered it.)
-async fn wait_leader_ready(node: &LoopbackNode, group: GroupId) {
+pub(crate) async fn wait_leader_ready<SM: Machine>(node: &LoopbackNode<SM>, group: GroupId) {
     node.raft(group)
         .wait(WAIT)
         .metrics(
@@ -59,7 +67,10 @@ async fn wait_leader_ready(node: &LoopbackNode, group: GroupId) {
 }
 
 /// The node leading `group`, once one is elected and ready.
-async fn leader_of(nodes: &[LoopbackNode], group: GroupId) -> &LoopbackNode {
+pub(crate) async fn leader_of<SM: Machine>(
+    nodes: &[LoopbackNode<SM>],
+    group: GroupId,
+) -> &LoopbackNode<SM> {
     let m = nodes[0]
         .raft(group)
         .wait(WAIT)
@@ -93,7 +104,11 @@ async fn write(leader: &LoopbackNode, group: GroupId, range: std::ops::Range<u8>
     last
 }
 
-async fn wait_applied(nodes: &[&LoopbackNode], group: GroupId, index: u64) {
+pub(crate) async fn wait_applied<SM: Machine>(
+    nodes: &[&LoopbackNode<SM>],
+    group: GroupId,
+    index: u64,
+) {
     for node in nodes {
         node.raft(group)
             .wait(WAIT)

@@ -7,6 +7,7 @@ mod cluster;
 mod common;
 mod crash;
 mod data;
+mod data_cluster;
 mod group_commit;
 mod replay;
 mod rpc_input;
