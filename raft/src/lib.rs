@@ -12,9 +12,11 @@
 
 #![deny(missing_docs)]
 
+mod checkpoint;
 pub mod data;
 pub mod glue;
 mod ids;
+pub mod meta;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sluice_engine::disk::Disk;
 use sluice_engine::{EngineError, LogConfig, Offset, Timestamp};
 
-use crate::data::checkpoint;
+use crate::checkpoint;
 use crate::data::command::{
     DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced, PutMessage, Refusal,
 };

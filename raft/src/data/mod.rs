@@ -4,7 +4,6 @@
 //! itself, which applies produce batches to per-partition engine logs, is
 //! milestone C of issue [2/5].
 
-mod checkpoint;
 pub mod command;
 pub mod consumer;
 pub mod machine;
