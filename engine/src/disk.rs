@@ -114,6 +114,8 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes an empty directory.
     fn remove_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Gives the file at `existing` a second name, `new` (a hard link).
+    fn hard_link(&self, existing: &Path, new: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on the directory for the life of the guard,
@@ -218,6 +220,10 @@ impl Disk for FileDisk {
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
         fs::remove_dir(dir)
+    }
+
+    fn hard_link(&self, existing: &Path, new: &Path) -> io::Result<()> {
+        fs::hard_link(existing, new)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -38,6 +38,21 @@ pub struct Appended {
     pub last_offset: Offset,
 }
 
+/// One segment of a log, as `Log::segments` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Its first offset.
+    pub base: Offset,
+    /// One past its last offset.
+    pub next: Offset,
+    /// Bytes of valid batches in its data file.
+    pub len_bytes: u64,
+    /// Whether it is sealed (immutable).
+    pub sealed: bool,
+    /// Its data file.
+    pub path: PathBuf,
+}
+
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -182,6 +197,30 @@ impl Log {
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<Offset> {
         self.segments.iter().map(|s| s.base).collect()
+    }
+
+    /// Every segment, oldest first: its offsets, size and data file (for
+    /// snapshots, which copy or link segment files).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base: s.base,
+                next: s.next,
+                len_bytes: s.len,
+                sealed: s.seal.is_some(),
+                path: s.paths.log.clone(),
+            })
+            .collect()
+    }
+
+    /// The name of the data file of the segment at `base` (the other files
+    /// of a segment are caches and seals, rebuilt when missing).
+    pub fn segment_file_name(base: Offset) -> String {
+        segment::SegmentPaths::new(Path::new(""), base)
+            .log
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Whether an fsync failure has made the log refuse writes.

@@ -541,6 +541,27 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn hard_link(&self, existing: &Path, new: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.tick()?;
+        let ino = *s.names.get(existing).ok_or_else(|| not_found(existing))?;
+        if s.names.contains_key(new) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                new.display().to_string(),
+            ));
+        }
+        if !new.parent().is_some_and(|d| s.dirs.contains(d)) {
+            return Err(not_found(new));
+        }
+        s.names.insert(new.to_path_buf(), ino);
+        s.pending_meta.push(MetaOp::Link {
+            path: new.to_path_buf(),
+            ino,
+        });
+        Ok(())
+    }
+
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.tick()?;

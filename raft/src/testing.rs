@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 
+use crate::data::snapshot::{PinnedSegments, SegmentFetcher};
 use crate::glue::{
-    Command, GroupLogStore, HttpNetwork, RaftHost, Reply, SnapshotBytes, TypeConfig, http_client,
+    Command, GroupLogStore, HttpNetwork, HttpSegmentFetcher, RaftHost, Reply, SnapshotBytes,
+    TypeConfig, http_client,
 };
 use crate::ids::GroupId;
 use crate::transport::rpc::ClusterSecret;
@@ -168,6 +170,17 @@ pub struct LoopbackNode<SM: RaftStateMachine<C> = TestStateMachine> {
     _dir: tempfile::TempDir,
 }
 
+/// What a loopback node gives each state machine it makes.
+pub struct LoopbackContext {
+    /// The node's RPC address.
+    pub addr: String,
+    /// Fetches snapshot segments from peers.
+    pub fetcher: Arc<dyn SegmentFetcher>,
+}
+
+/// A state machine, and the snapshot segments its node serves, if any.
+pub type Made<SM> = (SM, Option<PinnedSegments>);
+
 /// Errors at the edge of test support.
 pub type TestError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -185,12 +198,13 @@ impl LoopbackNode<TestStateMachine> {
         let dir = tempfile::tempdir()?;
         let wal = Arc::new(Wal::open(dir.path())?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        LoopbackNode::serve(id, groups, config, secret, wal, listener, dir, |_| {
-            Ok(if counting {
+        LoopbackNode::serve(id, groups, config, secret, wal, listener, dir, |_, _| {
+            let sm = if counting {
                 TestStateMachine::counting()
             } else {
                 TestStateMachine::default()
-            })
+            };
+            Ok((sm, None))
         })
         .await
     }
@@ -206,8 +220,8 @@ impl LoopbackNode<TestStateMachine> {
         disk: &SimDisk,
         addr: &str,
     ) -> Result<LoopbackNode, TestError> {
-        LoopbackNode::start_on_sim_with(id, groups, config, secret, disk, addr, |_| {
-            Ok(TestStateMachine::default())
+        LoopbackNode::start_on_sim_with(id, groups, config, secret, disk, addr, |_, _| {
+            Ok((TestStateMachine::default(), None))
         })
         .await
     }
@@ -216,7 +230,8 @@ impl LoopbackNode<TestStateMachine> {
 impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode<SM> {
     /// Starts node `id` with its WAL on a simulated disk (at
     /// `/node{id}/wal`), listening on `addr`, with the state machine `make`
-    /// gives for each group.
+    /// gives for each group (and the pinned snapshot segments to serve for
+    /// it, if any).
     pub async fn start_on_sim_with(
         id: u64,
         groups: impl IntoIterator<Item = GroupId>,
@@ -224,7 +239,7 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode
         secret: &ClusterSecret,
         disk: &SimDisk,
         addr: &str,
-        make: impl FnMut(GroupId) -> Result<SM, TestError>,
+        make: impl FnMut(GroupId, &LoopbackContext) -> Result<Made<SM>, TestError>,
     ) -> Result<LoopbackNode<SM>, TestError> {
         let wal_dir = format!("/node{id}/wal");
         let wal = Arc::new(Wal::open_on(
@@ -246,15 +261,26 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode
         wal: Arc<Wal>,
         listener: tokio::net::TcpListener,
         dir: tempfile::TempDir,
-        mut make: impl FnMut(GroupId) -> Result<SM, TestError>,
+        mut make: impl FnMut(GroupId, &LoopbackContext) -> Result<Made<SM>, TestError>,
     ) -> Result<LoopbackNode<SM>, TestError> {
         let client = http_client()?;
         let host = RaftHost::new(secret.clone());
         let mut hosted = Vec::new();
+        let context = LoopbackContext {
+            addr: listener.local_addr()?.to_string(),
+            fetcher: Arc::new(HttpSegmentFetcher::new(
+                client.clone(),
+                secret.clone(),
+                tokio::runtime::Handle::current(),
+            )),
+        };
         for group in groups {
             let network = HttpNetwork::new(client.clone(), secret.clone(), group);
             let store = GroupLogStore::new(Arc::clone(&wal), group);
-            let sm = make(group)?;
+            let (sm, pins) = make(group, &context)?;
+            if let Some(pins) = pins {
+                host.insert_pins(group, pins);
+            }
             let raft = Raft::new(id, Arc::clone(&config), network, store, sm.clone()).await?;
             host.insert(group, raft.clone());
             hosted.push((group, raft, sm));

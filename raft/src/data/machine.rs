@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::disk::Disk;
-use sluice_engine::{EngineError, LogConfig, Offset, Timestamp};
+use sluice_engine::{EngineError, Log, LogConfig, Offset, Timestamp};
 
 use crate::checkpoint;
 use crate::data::command::{
@@ -36,6 +36,7 @@ use crate::data::message_id::message_id;
 use crate::data::partition::{Partition, PartitionState};
 use crate::data::producers::{ProducerWindows, SequenceCheck};
 use crate::data::requests::{RequestWindow, WINDOW_REQUESTS_DEFAULT};
+use crate::data::snapshot::{self, Manifest, SegmentFetcher, SegmentRef};
 use crate::glue::{GroupMachine, codec};
 use crate::ids::{GroupId, PartitionId, PartitionKey, QueueId};
 
@@ -87,12 +88,25 @@ impl From<MachineError> for io::Error {
 /// Everything a checkpoint holds besides the partition logs themselves.
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointBody {
+    /// Counts checkpoints (and names pin sets and directory generations).
+    seq: u64,
     raft_state: Vec<u8>,
     queues: BTreeMap<QueueId, u32>,
-    partitions: BTreeMap<PartitionKey, (Offset, PartitionState)>,
+    partitions: BTreeMap<PartitionKey, PartitionCheckpoint>,
     producers: ProducerWindows,
     requests: RequestWindow<DataReply>,
     consumers: ConsumerGroups,
+}
+
+/// A partition as a checkpoint records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartitionCheckpoint {
+    /// Its end offset: everything before it is durable.
+    end: Offset,
+    /// Its directory's generation (0: `q{q}-p{p}`; n: `q{q}-p{p}-g{n}`,
+    /// written by a snapshot install).
+    generation: u64,
+    state: PartitionState,
 }
 
 /// A data group's state machine (see the module docs).
@@ -108,9 +122,15 @@ pub struct DataMachine {
     requests: RequestWindow<DataReply>,
     consumers: ConsumerGroups,
     raft_state: Vec<u8>,
-    /// The encoded body of the last checkpoint (the snapshot data).
+    /// Directory generations that are not 0.
+    generations: BTreeMap<PartitionKey, u64>,
+    seq: u64,
+    /// The encoded manifest of the last checkpoint (the snapshot data).
     last_checkpoint: Vec<u8>,
     doomed: Vec<PathBuf>,
+    /// This node's RPC address, named in manifests as their source.
+    source: String,
+    fetcher: Option<Arc<dyn SegmentFetcher>>,
 }
 
 impl DataMachine {
@@ -137,6 +157,7 @@ impl DataMachine {
                 })?
             }
             Ok(None) => CheckpointBody {
+                seq: 0,
                 raft_state: Vec::new(),
                 queues: BTreeMap::new(),
                 partitions: BTreeMap::new(),
@@ -163,21 +184,35 @@ impl DataMachine {
             requests: body.requests,
             consumers: body.consumers,
             raft_state: body.raft_state,
+            generations: BTreeMap::new(),
+            seq: body.seq,
             last_checkpoint: Vec::new(),
             doomed: Vec::new(),
+            source: String::new(),
+            fetcher: None,
         };
-        // Partitions the checkpoint does not know were created after it
-        // (or dropped before it): replay recreates what it needs.
+        // Directories the checkpoint does not name were created after it
+        // (replay recreates what it needs), dropped before it, or replaced
+        // by an install.
         let names = disk.list_dir(&dir).map_err(io_at(&dir))?;
         for name in names {
-            let Some(key) = parse_partition_dir(&name) else {
+            let Some((key, generation)) = parse_partition_dir(&name) else {
                 continue;
             };
-            if !body.partitions.contains_key(&key) {
-                remove_dir_all(disk.as_ref(), &dir.join(&name))?;
+            if body.partitions.get(&key).map(|p| p.generation) != Some(generation) {
+                snapshot::remove_tree(disk.as_ref(), &dir.join(&name)).map_err(io_at(&dir))?;
             }
         }
-        for (key, (end, state)) in body.partitions {
+        disk.sync_dir(&dir).map_err(io_at(&dir))?;
+        for (key, checkpointed) in body.partitions {
+            let PartitionCheckpoint {
+                end,
+                generation,
+                state,
+            } = checkpointed;
+            if generation != 0 {
+                machine.generations.insert(key, generation);
+            }
             let path = machine.partition_dir(key);
             if disk.list_dir(&path).is_err() {
                 return Err(MachineError::Corrupted {
@@ -206,6 +241,19 @@ impl DataMachine {
             machine.partitions.insert(key, partition);
         }
         Ok(machine)
+    }
+
+    /// Lets this machine send and receive snapshots: `source` is this
+    /// node's RPC address (named in manifests), `fetcher` fetches segments
+    /// from other nodes. Without it, installing a snapshot fails.
+    pub fn with_transfer(
+        mut self,
+        source: String,
+        fetcher: Arc<dyn SegmentFetcher>,
+    ) -> DataMachine {
+        self.source = source;
+        self.fetcher = Some(fetcher);
+        self
     }
 
     /// The group this machine belongs to.
@@ -324,6 +372,7 @@ impl DataMachine {
                 };
                 if self.partitions.remove(&key).is_some() {
                     self.doomed.push(self.partition_dir(key));
+                    self.generations.remove(&key);
                 }
             }
             self.consumers.drop_queue(queue);
@@ -485,19 +534,45 @@ impl DataMachine {
     }
 
     /// Makes everything applied so far durable and records it, with
-    /// `raft_state` (see the module docs); then deletes dropped queues'
-    /// files and expired segments. `now` only drives retention.
+    /// `raft_state` (see the module docs); pins the segments it covers and
+    /// keeps the manifest as the snapshot data; then deletes dropped
+    /// queues' files and expired segments. `now` only drives retention.
     pub fn checkpoint(&mut self, raft_state: Vec<u8>, now: Timestamp) -> Result<(), MachineError> {
         let mut partitions = BTreeMap::new();
+        let mut files = BTreeMap::new();
         for (key, partition) in self.partitions.iter_mut() {
             partition.prune_ids(now);
             let end = partition
                 .log_mut()
                 .flush()
                 .map_err(|source| MachineError::Engine { key: *key, source })?;
-            partitions.insert(*key, (end, partition.state().clone()));
+            partitions.insert(
+                *key,
+                PartitionCheckpoint {
+                    end,
+                    generation: self.generations.get(key).copied().unwrap_or(0),
+                    state: partition.state().clone(),
+                },
+            );
+            let segments: Vec<(SegmentRef, PathBuf)> = partition
+                .log()
+                .segments()
+                .into_iter()
+                .filter(|s| s.next > s.base)
+                .map(|s| {
+                    let r = SegmentRef {
+                        base: s.base,
+                        next: s.next,
+                        len_bytes: s.len_bytes,
+                    };
+                    (r, s.path)
+                })
+                .collect();
+            files.insert(*key, segments);
         }
+        self.seq += 1;
         let body = CheckpointBody {
+            seq: self.seq,
             raft_state,
             queues: self.queues.clone(),
             partitions,
@@ -513,9 +588,19 @@ impl DataMachine {
         let bytes = codec::encode(&body).map_err(io_err)?;
         checkpoint::write(self.disk.as_ref(), &path, &bytes).map_err(io_err)?;
         self.raft_state = body.raft_state;
-        self.last_checkpoint = bytes.to_vec();
+        snapshot::pin(self.disk.as_ref(), &self.dir, self.seq, &files).map_err(io_err)?;
+        let manifest = Manifest {
+            pins: self.seq,
+            source: self.source.clone(),
+            checkpoint: bytes.to_vec(),
+            segments: files
+                .into_iter()
+                .map(|(k, segments)| (k, segments.into_iter().map(|(r, _)| r).collect()))
+                .collect(),
+        };
+        self.last_checkpoint = codec::encode(&manifest).map_err(io_err)?.to_vec();
         for dir in std::mem::take(&mut self.doomed) {
-            remove_dir_all(self.disk.as_ref(), &dir)?;
+            snapshot::remove_tree(self.disk.as_ref(), &dir).map_err(io_err)?;
         }
         for (key, partition) in self.partitions.iter_mut() {
             partition
@@ -526,9 +611,109 @@ impl DataMachine {
         Ok(())
     }
 
+    /// Replaces the whole state with a snapshot's (see `snapshot.rs`).
+    fn install_manifest(
+        &mut self,
+        raft_state: Vec<u8>,
+        manifest: &[u8],
+    ) -> Result<(), MachineError> {
+        let corrupted = |reason: String| MachineError::Corrupted {
+            path: self.dir.clone(),
+            reason,
+        };
+        let manifest: Manifest =
+            codec::decode(manifest).map_err(|e| corrupted(format!("snapshot manifest: {e}")))?;
+        let mut body: CheckpointBody = codec::decode(&manifest.checkpoint)
+            .map_err(|e| corrupted(format!("snapshot checkpoint: {e}")))?;
+        let Some(fetcher) = self.fetcher.clone() else {
+            return Err(MachineError::Io {
+                path: self.dir.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this node cannot fetch snapshot segments (no transfer configured)",
+                ),
+            });
+        };
+        let disk = Arc::clone(&self.disk);
+        let io_at = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MachineError::Io { path, source }
+        };
+        let generation = self.seq + 1;
+        for (key, refs) in &manifest.segments {
+            let Some(checkpointed) = body.partitions.get_mut(key) else {
+                return Err(corrupted(format!(
+                    "the manifest lists {key}, its checkpoint not"
+                )));
+            };
+            checkpointed.generation = generation;
+            let target = self.dir.join(generation_dir_name(*key, generation));
+            snapshot::remove_tree(disk.as_ref(), &target).map_err(io_at(&target))?;
+            disk.create_dir_all(&target).map_err(io_at(&target))?;
+            let local = self
+                .partitions
+                .get(key)
+                .map(|p| p.log().segments())
+                .unwrap_or_default();
+            for r in refs {
+                let file = target.join(Log::segment_file_name(r.base));
+                let reuse = local
+                    .iter()
+                    .find(|l| l.sealed && l.base == r.base && l.next == r.next);
+                if let Some(l) = reuse {
+                    disk.hard_link(&l.path, &file).map_err(io_at(&file))?;
+                    continue;
+                }
+                let bytes = fetcher
+                    .fetch(
+                        &manifest.source,
+                        self.group,
+                        manifest.pins,
+                        *key,
+                        r.base,
+                        r.len_bytes,
+                    )
+                    .map_err(io_at(&file))?;
+                if bytes.len() as u64 != r.len_bytes {
+                    return Err(corrupted(format!(
+                        "fetched {} bytes of {key} segment {:?}, expected {}",
+                        bytes.len(),
+                        r.base,
+                        r.len_bytes
+                    )));
+                }
+                let f = disk.create_new(&file).map_err(io_at(&file))?;
+                f.write_all_at(&bytes, 0).map_err(io_at(&file))?;
+                f.sync_data().map_err(io_at(&file))?;
+            }
+            disk.sync_dir(&target).map_err(io_at(&target))?;
+        }
+        // Partitions with no segments (nothing written yet) start empty.
+        for (key, checkpointed) in body.partitions.iter_mut() {
+            if !manifest.segments.contains_key(key) {
+                checkpointed.generation = generation;
+                let target = self.dir.join(generation_dir_name(*key, generation));
+                snapshot::remove_tree(disk.as_ref(), &target).map_err(io_at(&target))?;
+                disk.create_dir_all(&target).map_err(io_at(&target))?;
+            }
+        }
+        disk.sync_dir(&self.dir).map_err(io_at(&self.dir))?;
+        // The commit point: the checkpoint now names the new directories.
+        body.raft_state = raft_state;
+        body.seq = generation;
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let bytes = codec::encode(&body).map_err(io_at(&path))?;
+        self.partitions.clear(); // closes the old logs
+        checkpoint::write(disk.as_ref(), &path, &bytes).map_err(io_at(&path))?;
+        let source = std::mem::take(&mut self.source);
+        let reopened = DataMachine::open(disk, &self.dir, self.group, self.log_config.clone())?;
+        *self = reopened.with_transfer(source, fetcher);
+        Ok(())
+    }
+
     fn partition_dir(&self, key: PartitionKey) -> PathBuf {
-        self.dir
-            .join(format!("q{}-p{}", key.queue.0, key.partition.0))
+        let generation = self.generations.get(&key).copied().unwrap_or(0);
+        self.dir.join(generation_dir_name(key, generation))
     }
 }
 
@@ -546,11 +731,8 @@ impl GroupMachine for DataMachine {
         &self.raft_state
     }
 
-    fn install(&mut self, _raft_state: Vec<u8>, _snapshot: &[u8]) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "installing a data group snapshot is not built yet",
-        ))
+    fn install(&mut self, raft_state: Vec<u8>, snapshot: &[u8]) -> io::Result<()> {
+        Ok(self.install_manifest(raft_state, snapshot)?)
     }
 }
 
@@ -561,39 +743,35 @@ fn missing(key: PartitionKey) -> MachineError {
     }
 }
 
-/// `q{queue}-p{partition}` → the key; anything else → `None`.
-fn parse_partition_dir(name: &str) -> Option<PartitionKey> {
-    let (q, p) = name.strip_prefix('q')?.split_once("-p")?;
-    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty();
-    if !number(q) || !number(p) {
-        return None;
+/// A partition's directory name at a generation.
+fn generation_dir_name(key: PartitionKey, generation: u64) -> String {
+    match generation {
+        0 => snapshot::partition_dir_name(key),
+        g => format!("{}-g{g}", snapshot::partition_dir_name(key)),
     }
-    Some(PartitionKey {
-        queue: QueueId(q.parse().ok()?),
-        partition: PartitionId(p.parse().ok()?),
-    })
 }
 
-/// Removes a partition's log directory (files only: logs have no
-/// subdirectories), then the directory itself.
-fn remove_dir_all(disk: &dyn Disk, dir: &Path) -> Result<(), MachineError> {
-    let io_at = |source| MachineError::Io {
-        path: dir.to_path_buf(),
-        source,
+/// `q{queue}-p{partition}[-g{generation}]` → the key and generation;
+/// anything else → `None`.
+fn parse_partition_dir(name: &str) -> Option<(PartitionKey, u64)> {
+    let (q, rest) = name.strip_prefix('q')?.split_once("-p")?;
+    let (p, generation) = match rest.split_once("-g") {
+        Some((p, g)) => (p, Some(g)),
+        None => (rest, None),
     };
-    let names = match disk.list_dir(dir) {
-        Ok(names) => names,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_at(e)),
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !number(q) || !number(p) || generation.is_some_and(|g| !number(g)) {
+        return None;
+    }
+    let key = PartitionKey {
+        queue: QueueId(q.parse().ok()?),
+        partition: PartitionId(p.parse().ok()?),
     };
-    for name in names {
-        disk.remove_file(&dir.join(name)).map_err(io_at)?;
-    }
-    disk.remove_dir(dir).map_err(io_at)?;
-    if let Some(parent) = dir.parent() {
-        disk.sync_dir(parent).map_err(io_at)?;
-    }
-    Ok(())
+    let generation = match generation {
+        Some(g) => g.parse().ok().filter(|g| *g != 0)?,
+        None => 0,
+    };
+    Some((key, generation))
 }
 
 #[cfg(test)]
@@ -606,8 +784,23 @@ mod tests {
             queue: QueueId(12),
             partition: PartitionId(3),
         };
-        assert_eq!(parse_partition_dir("q12-p3"), Some(key));
-        for other in ["checkpoint", "q-p1", "q1-p", "q1-p+2", "x1-p2", "q1p2"] {
+        assert_eq!(parse_partition_dir("q12-p3"), Some((key, 0)));
+        assert_eq!(parse_partition_dir("q12-p3-g7"), Some((key, 7)));
+        assert_eq!(
+            parse_partition_dir(&generation_dir_name(key, 7)),
+            Some((key, 7))
+        );
+        for other in [
+            "checkpoint",
+            "q-p1",
+            "q1-p",
+            "q1-p+2",
+            "x1-p2",
+            "q1p2",
+            "q1-p2-g",
+            "q1-p2-g0",
+            "q1-p2-gx",
+        ] {
             assert_eq!(parse_partition_dir(other), None, "{other}");
         }
     }

@@ -11,3 +11,4 @@ pub mod message_id;
 pub mod partition;
 pub mod producers;
 pub mod requests;
+pub mod snapshot;

@@ -20,6 +20,8 @@ mod state_machine;
 mod type_config;
 
 pub use log_store::GroupLogStore;
-pub use network::{HttpNetwork, HttpPeer, RaftHost, SnapshotBytes, http_client};
+pub use network::{
+    HttpNetwork, HttpPeer, HttpSegmentFetcher, RaftHost, SnapshotBytes, http_client,
+};
 pub use state_machine::{GroupMachine, Hosted, StateMachine};
 pub use type_config::{Command, Reply, TypeConfig};

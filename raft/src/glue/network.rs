@@ -36,11 +36,13 @@ use openraft::{OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::data::snapshot::{PinnedSegments, SegmentFetcher};
 use crate::glue::TypeConfig;
-use crate::ids::GroupId;
+use crate::ids::{GroupId, PartitionKey};
 use crate::transport::rpc::{
     ClusterSecret, RPC_BODY_BYTES_MAX, RpcRejection, decode_body, encode_body, parse_group,
 };
+use sluice_engine::Offset;
 
 type C = TypeConfig;
 
@@ -185,6 +187,7 @@ impl RaftNetworkV2<C> for HttpPeer {
 pub struct RaftHost<SM: RaftStateMachine<C>> {
     secret: ClusterSecret,
     groups: RwLock<HashMap<GroupId, Raft<C, SM>>>,
+    pins: RwLock<HashMap<GroupId, PinnedSegments>>,
 }
 
 impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>> RaftHost<SM> {
@@ -193,7 +196,24 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>> RaftHost<SM> {
         Arc::new(RaftHost {
             secret,
             groups: RwLock::new(HashMap::new()),
+            pins: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Serves the pinned snapshot segments of `group` to fetching peers.
+    pub fn insert_pins(&self, group: GroupId, pins: PinnedSegments) {
+        self.pins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, pins);
+    }
+
+    fn pins(&self, group: GroupId) -> Option<PinnedSegments> {
+        self.pins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
     }
 
     /// Serves RPCs for `group` with `raft`.
@@ -272,10 +292,114 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
             }
             Err(r) => rejection(r),
         },
+        "segment" => match decode_body::<SegmentRequest>(&body) {
+            Ok(req) => {
+                let Some(pins) = host.pins(req.group) else {
+                    return rejection(RpcRejection::UnknownGroup(group));
+                };
+                let read = tokio::task::spawn_blocking(move || {
+                    pins.read(req.pins, req.key, req.base, req.len_bytes)
+                })
+                .await;
+                match read {
+                    Ok(Ok(bytes)) => (StatusCode::OK, bytes).into_response(),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        (StatusCode::GONE, e.to_string()).into_response()
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+                    }
+                    Ok(Err(e)) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+            Err(r) => rejection(r),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             format!("unknown RPC {:?}", rpc.chars().take(32).collect::<String>()),
         )
             .into_response(),
+    }
+}
+
+/// A request for a pinned snapshot segment (`POST /raft/{group}/segment`).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+struct SegmentRequest {
+    group: GroupId,
+    pins: u64,
+    key: PartitionKey,
+    base: Offset,
+    len_bytes: u64,
+}
+
+/// Longest a segment fetch may take (a 1 GiB segment at ~20 MB/s).
+const SEGMENT_FETCH_TIMEOUT_MS: u64 = 60_000;
+
+/// Fetches snapshot segments from peers over the node's HTTP client, for
+/// a state machine installing a snapshot (called from a blocking thread).
+#[derive(Debug, Clone)]
+pub struct HttpSegmentFetcher {
+    client: reqwest::Client,
+    secret: ClusterSecret,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HttpSegmentFetcher {
+    /// A fetcher over `client`, running its requests on `runtime`.
+    pub fn new(
+        client: reqwest::Client,
+        secret: ClusterSecret,
+        runtime: tokio::runtime::Handle,
+    ) -> HttpSegmentFetcher {
+        HttpSegmentFetcher {
+            client,
+            secret,
+            runtime,
+        }
+    }
+}
+
+impl SegmentFetcher for HttpSegmentFetcher {
+    fn fetch(
+        &self,
+        source: &str,
+        group: GroupId,
+        pins: u64,
+        key: PartitionKey,
+        base: Offset,
+        len_bytes: u64,
+    ) -> std::io::Result<Vec<u8>> {
+        let request = SegmentRequest {
+            group,
+            pins,
+            key,
+            base,
+            len_bytes,
+        };
+        let body = encode_body(&request).map_err(std::io::Error::other)?;
+        let url = format!("http://{source}/raft/{}/segment", group.0);
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .post(&url)
+                .header(header::AUTHORIZATION, self.secret.header_value())
+                .timeout(Duration::from_millis(SEGMENT_FETCH_TIMEOUT_MS))
+                .body(body)
+                .send()
+                .await
+                .map_err(std::io::Error::other)?;
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(std::io::Error::other)?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                return Err(std::io::Error::other(format!(
+                    "HTTP {status} from {url}: {text}"
+                )));
+            }
+            Ok(bytes.to_vec())
+        })
     }
 }

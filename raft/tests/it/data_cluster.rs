@@ -8,6 +8,7 @@
 //! restart on the images.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::{Config, SnapshotPolicy};
 use sluice_engine::sim::{CrashMode, SimDisk};
@@ -16,7 +17,8 @@ use sluice_raft::data::command::{
     DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced,
 };
 use sluice_raft::data::machine::DataMachine;
-use sluice_raft::testing::{LoopbackNode, TestError, members};
+use sluice_raft::data::snapshot::{PinnedSegments, SegmentFetcher};
+use sluice_raft::testing::{LoopbackContext, LoopbackNode, Made, TestError, members};
 use sluice_raft::{Command, GroupId, PartitionId, PartitionKey, QueueId, RequestId, StateMachine};
 
 use crate::cluster::{leader_of, secret, wait_applied};
@@ -45,15 +47,18 @@ fn machine(
     disk: &SimDisk,
     node: u64,
     group: GroupId,
-) -> Result<StateMachine<DataMachine>, TestError> {
+    context: &LoopbackContext,
+) -> Result<Made<StateMachine<DataMachine>>, TestError> {
     let log_config = LogConfig {
         segment_bytes_max: 4096,
         index_interval_bytes: 256,
         ..LogConfig::default()
     };
     let dir = format!("/node{node}/groups/{}", group.0);
-    let machine = DataMachine::open(Arc::new(disk.clone()), dir, group, log_config)?;
-    Ok(StateMachine::new(machine)?)
+    let machine = DataMachine::open(Arc::new(disk.clone()), &dir, group, log_config)?
+        .with_transfer(context.addr.clone(), Arc::clone(&context.fetcher));
+    let pins = PinnedSegments::new(Arc::new(disk.clone()), dir);
+    Ok((StateMachine::new(machine)?, Some(pins)))
 }
 
 async fn start(disks: &[SimDisk], addrs: &[String]) -> Vec<Node> {
@@ -61,10 +66,15 @@ async fn start(disks: &[SimDisk], addrs: &[String]) -> Vec<Node> {
     let secret = secret();
     for (i, (disk, addr)) in disks.iter().zip(addrs).enumerate() {
         let id = i as u64 + 1;
-        let node =
-            LoopbackNode::start_on_sim_with(id, [GROUP], config(), &secret, disk, addr, |g| {
-                machine(disk, id, g)
-            });
+        let node = LoopbackNode::start_on_sim_with(
+            id,
+            [GROUP],
+            config(),
+            &secret,
+            disk,
+            addr,
+            |g, context| machine(disk, id, g, context),
+        );
         nodes.push(node.await.expect("node"));
     }
     nodes
@@ -231,5 +241,150 @@ fn record_acks(
     let placements = produced.placements(&partitions).expect("placements");
     for (m, p) in produce.messages.iter().zip(placements) {
         acked.push((p.partition, p.offset, m.body.clone()));
+    }
+}
+
+/// Counts the segments a node fetched from peers.
+#[derive(Debug)]
+struct CountingFetcher {
+    inner: Arc<dyn SegmentFetcher>,
+    fetched: Arc<AtomicUsize>,
+}
+
+impl SegmentFetcher for CountingFetcher {
+    fn fetch(
+        &self,
+        source: &str,
+        group: GroupId,
+        pins: u64,
+        key: PartitionKey,
+        base: Offset,
+        len_bytes: u64,
+    ) -> std::io::Result<Vec<u8>> {
+        self.fetched.fetch_add(1, Ordering::SeqCst);
+        self.inner.fetch(source, group, pins, key, base, len_bytes)
+    }
+}
+
+/// Method: a follower stops; the others commit enough to checkpoint and
+/// purge the WAL past it (so it can only catch up from a snapshot); it
+/// restarts on its disk and must end with every message, record for
+/// record like the leader, having fetched fewer segments than the snapshot
+/// lists: the sealed segments it already had are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_from_a_snapshot_fetching_only_missing_segments() {
+    let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
+    let mut nodes = start(&disks, &vec!["127.0.0.1:0".to_string(); 3]).await;
+    nodes[0]
+        .raft(GROUP)
+        .initialize(members(&nodes))
+        .await
+        .expect("initialize");
+    let leader_addr = leader_of(&nodes, GROUP).await.addr.clone();
+    let lagging = nodes
+        .iter()
+        .position(|n| n.addr != leader_addr)
+        .expect("a follower");
+    let leader = |nodes: &[Node]| -> usize {
+        nodes
+            .iter()
+            .position(|n| n.addr == leader_addr)
+            .expect("leader")
+    };
+    let (reply, _) = propose(
+        &nodes[leader(&nodes)],
+        1,
+        DataCommand::CreateQueue {
+            queue: Q,
+            partitions: PARTITIONS,
+        },
+    )
+    .await;
+    assert_eq!(reply, DataReply::Done);
+    let mut last = 0;
+    for n in 0..40u64 {
+        last = propose(&nodes[leader(&nodes)], 100 + u128::from(n), batch(n))
+            .await
+            .1;
+    }
+    wait_applied(&nodes.iter().collect::<Vec<_>>(), GROUP, last).await;
+    let stopped = nodes.remove(lagging);
+    let lagging_id = lagging as u64 + 1;
+    let lagging_addr = stopped.addr.clone();
+    stopped.stop().await.expect("stop");
+
+    for n in 40..120u64 {
+        last = propose(&nodes[leader(&nodes)], 100 + u128::from(n), batch(n))
+            .await
+            .1;
+    }
+    let leader_node = &nodes[leader(&nodes)];
+    leader_node
+        .raft(GROUP)
+        .wait(Some(std::time::Duration::from_secs(20)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > last - 30),
+            "the leader purged its log well past the stopped follower",
+        )
+        .await
+        .expect("purged");
+
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let secret = secret();
+    let disk = &disks[lagging];
+    let counter = Arc::clone(&fetched);
+    let restarted = LoopbackNode::start_on_sim_with(
+        lagging_id,
+        [GROUP],
+        config(),
+        &secret,
+        disk,
+        &lagging_addr,
+        move |g, context| {
+            let counting = LoopbackContext {
+                addr: context.addr.clone(),
+                fetcher: Arc::new(CountingFetcher {
+                    inner: Arc::clone(&context.fetcher),
+                    fetched: Arc::clone(&counter),
+                }),
+            };
+            machine(disk, lagging_id, g, &counting)
+        },
+    )
+    .await
+    .expect("restart");
+    wait_applied(&[&restarted], GROUP, last).await;
+    let leader_node = &nodes[leader(&nodes)];
+    assert!(
+        contents(&restarted) == contents(leader_node),
+        "the restarted follower holds what the leader holds"
+    );
+    let listed: usize = {
+        let hosted = leader_node.sm(GROUP).read();
+        let machine = hosted.machine();
+        (0..PARTITIONS)
+            .map(|p| {
+                let key = PartitionKey {
+                    queue: Q,
+                    partition: PartitionId(p),
+                };
+                machine
+                    .partition(key)
+                    .expect("partition")
+                    .log()
+                    .segments()
+                    .len()
+            })
+            .sum()
+    };
+    let fetched = fetched.load(Ordering::SeqCst);
+    assert!(fetched > 0, "the follower installed a snapshot");
+    assert!(
+        fetched < listed,
+        "fetched {fetched} segments; the snapshot lists about {listed}"
+    );
+    restarted.stop().await.expect("stop");
+    for node in nodes {
+        node.stop().await.expect("stop");
     }
 }
