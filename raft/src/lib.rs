@@ -17,6 +17,7 @@ pub mod data;
 pub mod glue;
 mod ids;
 pub mod meta;
+pub mod node;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

@@ -111,6 +111,30 @@ pub async fn remove<SM: RaftStateMachine<C>>(
         .map_err(write_error)
 }
 
+/// Proposes an encoded command and waits until it is committed and
+/// applied; returns the state machine's encoded reply.
+pub async fn propose<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    command: Vec<u8>,
+) -> Result<Vec<u8>, ClusterError> {
+    raft.client_write(crate::glue::Command(command))
+        .await
+        .map(|written| written.data.0)
+        .map_err(write_error)
+}
+
+/// Hands this group's leadership to `to` (best effort: an election
+/// follows; the caller observes the result in the metrics).
+pub async fn transfer_leader<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    to: u64,
+) -> Result<(), ClusterError> {
+    raft.trigger()
+        .transfer_leader(to)
+        .await
+        .map_err(|f| ClusterError::Stopped(f.to_string()))
+}
+
 /// Confirms with a quorum (read index) that this node is the leader and
 /// waits until its state machine has applied everything committed before
 /// the call: a read of local state after this returns is linearizable.

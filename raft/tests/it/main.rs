@@ -9,6 +9,7 @@ mod crash;
 mod data;
 mod data_cluster;
 mod group_commit;
+mod node;
 mod replay;
 mod rpc_input;
 mod storage_suite;
