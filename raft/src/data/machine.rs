@@ -479,16 +479,10 @@ impl DataMachine {
             }));
         }
         for (index, m) in messages.iter().enumerate() {
-            let headers: Vec<(&str, &[u8])> = m
-                .content_type
-                .iter()
-                .map(|ct| (":ct", ct.as_bytes()))
-                .collect();
-            if let Err(e) = sluice_engine::Batch::check_record(&headers, m.body.len()) {
-                return Ok(DataReply::Refused(Refusal::Invalid {
-                    index,
-                    reason: e.to_string(),
-                }));
+            if let Err(reason) =
+                Partition::check_record(m.content_type.as_deref(), &[], m.body.len())
+            {
+                return Ok(DataReply::Refused(Refusal::Invalid { index, reason }));
             }
         }
         for m in messages {

@@ -99,8 +99,22 @@ impl Partition {
                 "header {name:?}: names starting with ':' are reserved"
             ));
         }
-        let headers = record_headers(message.content_type.as_deref(), &message.headers);
-        Batch::check_record(&headers, message.body.len()).map_err(|e| e.to_string())
+        Partition::check_record(
+            message.content_type.as_deref(),
+            &message.headers,
+            message.body.len(),
+        )
+    }
+
+    /// Checks the record a message becomes (its content type, client
+    /// headers and body size) against the engine's per-record limits.
+    pub fn check_record(
+        content_type: Option<&str>,
+        headers: &[(String, Vec<u8>)],
+        body_len: usize,
+    ) -> Result<(), String> {
+        let headers = record_headers(content_type, headers);
+        Batch::check_record(&headers, body_len).map_err(|e| e.to_string())
     }
 
     /// Appends generated messages at `proposed` time (already checked with

@@ -103,6 +103,12 @@ impl<M: GroupMachine> StateMachine<M> {
     }
 }
 
+/// The Raft state a machine saves with its checkpoint: the snapshot
+/// meta's applied log id and membership (`StateMachine::new` decodes it).
+fn encode_raft_state(meta: &SnapshotMetaOf<C>) -> io::Result<Vec<u8>> {
+    Ok(codec::encode(&(meta.last_log_id, &meta.last_membership))?.to_vec())
+}
+
 impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
     type SnapshotData = Cursor<Vec<u8>>;
 
@@ -115,8 +121,7 @@ impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
                 last_log_id: hosted.last_applied,
                 last_membership: hosted.membership.clone(),
             };
-            let raft_state = codec::encode(&(meta.last_log_id, &meta.last_membership))?;
-            let data = hosted.machine.checkpoint(raft_state.to_vec())?;
+            let data = hosted.machine.checkpoint(encode_raft_state(&meta)?)?;
             hosted.snapshot = Some((meta.clone(), data.clone()));
             Ok((meta, data))
         })
@@ -180,9 +185,8 @@ impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
-            let raft_state = codec::encode(&(meta.last_log_id, &meta.last_membership))?;
             let data = snapshot.into_inner();
-            hosted.machine.install(raft_state.to_vec(), &data)?;
+            hosted.machine.install(encode_raft_state(&meta)?, &data)?;
             hosted.last_applied = meta.last_log_id;
             hosted.membership = meta.last_membership.clone();
             hosted.snapshot = Some((meta, data));
