@@ -36,7 +36,7 @@ use crate::data::message_id::message_id;
 use crate::data::partition::{Partition, PartitionState};
 use crate::data::producers::{ProducerWindows, SequenceCheck};
 use crate::data::requests::{RequestWindow, WINDOW_REQUESTS_DEFAULT};
-use crate::data::snapshot::{self, Manifest, SegmentFetcher, SegmentRef};
+use crate::data::snapshot::{self, Manifest, PinnedSegment, SegmentFetcher, SegmentRef};
 use crate::glue::{GroupMachine, codec};
 use crate::ids::{GroupId, PartitionId, PartitionKey, QueueId};
 
@@ -658,15 +658,14 @@ impl DataMachine {
                     disk.hard_link(&l.path, &file).map_err(io_at(&file))?;
                     continue;
                 }
+                let segment = PinnedSegment {
+                    pins: manifest.pins,
+                    key: *key,
+                    base: r.base,
+                    len_bytes: r.len_bytes,
+                };
                 let bytes = fetcher
-                    .fetch(
-                        &manifest.source,
-                        self.group,
-                        manifest.pins,
-                        *key,
-                        r.base,
-                        r.len_bytes,
-                    )
+                    .fetch(&manifest.source, self.group, segment)
                     .map_err(io_at(&file))?;
                 if bytes.len() as u64 != r.len_bytes {
                     return Err(corrupted(format!(

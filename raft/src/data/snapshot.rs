@@ -65,19 +65,24 @@ pub struct Manifest {
     pub segments: BTreeMap<PartitionKey, Vec<SegmentRef>>,
 }
 
+/// The first `len_bytes` of the segment at `base` of `key` in pin set
+/// `pins`: what a replica fetches (the body of a segment RPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedSegment {
+    /// The pin set.
+    pub pins: u64,
+    /// The partition.
+    pub key: PartitionKey,
+    /// The segment's base offset.
+    pub base: Offset,
+    /// Bytes wanted from its start.
+    pub len_bytes: u64,
+}
+
 /// Fetches a pinned segment from another node.
 pub trait SegmentFetcher: Send + Sync + fmt::Debug {
-    /// The first `len_bytes` of the segment at `base` of `key` in pin set
-    /// `pins` of `group` on the node at `source`.
-    fn fetch(
-        &self,
-        source: &str,
-        group: GroupId,
-        pins: u64,
-        key: PartitionKey,
-        base: Offset,
-        len_bytes: u64,
-    ) -> io::Result<Vec<u8>>;
+    /// `segment` of `group` on the node at `source`.
+    fn fetch(&self, source: &str, group: GroupId, segment: PinnedSegment) -> io::Result<Vec<u8>>;
 }
 
 /// Serves this node's pinned segments of one group.
@@ -98,13 +103,13 @@ impl PinnedSegments {
 
     /// The first `len_bytes` of a pinned segment (`NotFound` once its pin
     /// set is gone; `InvalidInput` past the bound or the file).
-    pub fn read(
-        &self,
-        pins: u64,
-        key: PartitionKey,
-        base: Offset,
-        len_bytes: u64,
-    ) -> io::Result<Vec<u8>> {
+    pub fn read(&self, segment: PinnedSegment) -> io::Result<Vec<u8>> {
+        let PinnedSegment {
+            pins,
+            key,
+            base,
+            len_bytes,
+        } = segment;
         if len_bytes > SEGMENT_FETCH_BYTES_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -36,13 +36,12 @@ use openraft::{OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::data::snapshot::{PinnedSegments, SegmentFetcher};
+use crate::data::snapshot::{PinnedSegment, PinnedSegments, SegmentFetcher};
 use crate::glue::TypeConfig;
-use crate::ids::{GroupId, PartitionKey};
+use crate::ids::GroupId;
 use crate::transport::rpc::{
     ClusterSecret, RPC_BODY_BYTES_MAX, RpcRejection, decode_body, encode_body, parse_group,
 };
-use sluice_engine::Offset;
 
 type C = TypeConfig;
 
@@ -264,9 +263,11 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
     if let Err(r) = host.secret.check_header(auth) {
         return rejection(r);
     }
-    let raft = match parse_group(&group, |g| host.raft(g).is_some()).map(|g| host.raft(g)) {
-        Ok(Some(raft)) => raft,
-        Ok(None) => return rejection(RpcRejection::UnknownGroup(group)),
+    let (group_id, raft) = match parse_group(&group, |g| host.raft(g).is_some()) {
+        Ok(g) => match host.raft(g) {
+            Some(raft) => (g, raft),
+            None => return rejection(RpcRejection::UnknownGroup(group)),
+        },
         Err(r) => return rejection(r),
     };
     match rpc.as_str() {
@@ -292,15 +293,12 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
             }
             Err(r) => rejection(r),
         },
-        "segment" => match decode_body::<SegmentRequest>(&body) {
-            Ok(req) => {
-                let Some(pins) = host.pins(req.group) else {
+        "segment" => match decode_body::<PinnedSegment>(&body) {
+            Ok(segment) => {
+                let Some(pins) = host.pins(group_id) else {
                     return rejection(RpcRejection::UnknownGroup(group));
                 };
-                let read = tokio::task::spawn_blocking(move || {
-                    pins.read(req.pins, req.key, req.base, req.len_bytes)
-                })
-                .await;
+                let read = tokio::task::spawn_blocking(move || pins.read(segment)).await;
                 match read {
                     Ok(Ok(bytes)) => (StatusCode::OK, bytes).into_response(),
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -323,16 +321,6 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
         )
             .into_response(),
     }
-}
-
-/// A request for a pinned snapshot segment (`POST /raft/{group}/segment`).
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
-struct SegmentRequest {
-    group: GroupId,
-    pins: u64,
-    key: PartitionKey,
-    base: Offset,
-    len_bytes: u64,
 }
 
 /// Longest a segment fetch may take (a 1 GiB segment at ~20 MB/s).
@@ -367,19 +355,9 @@ impl SegmentFetcher for HttpSegmentFetcher {
         &self,
         source: &str,
         group: GroupId,
-        pins: u64,
-        key: PartitionKey,
-        base: Offset,
-        len_bytes: u64,
+        segment: PinnedSegment,
     ) -> std::io::Result<Vec<u8>> {
-        let request = SegmentRequest {
-            group,
-            pins,
-            key,
-            base,
-            len_bytes,
-        };
-        let body = encode_body(&request).map_err(std::io::Error::other)?;
+        let body = encode_body(&segment).map_err(std::io::Error::other)?;
         let url = format!("http://{source}/raft/{}/segment", group.0);
         self.runtime.block_on(async {
             let response = self

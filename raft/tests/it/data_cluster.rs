@@ -17,7 +17,7 @@ use sluice_raft::data::command::{
     DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced,
 };
 use sluice_raft::data::machine::DataMachine;
-use sluice_raft::data::snapshot::{PinnedSegments, SegmentFetcher};
+use sluice_raft::data::snapshot::{PinnedSegment, PinnedSegments, SegmentFetcher};
 use sluice_raft::testing::{LoopbackContext, LoopbackNode, Made, TestError, members};
 use sluice_raft::{Command, GroupId, PartitionId, PartitionKey, QueueId, RequestId, StateMachine};
 
@@ -256,13 +256,10 @@ impl SegmentFetcher for CountingFetcher {
         &self,
         source: &str,
         group: GroupId,
-        pins: u64,
-        key: PartitionKey,
-        base: Offset,
-        len_bytes: u64,
+        segment: PinnedSegment,
     ) -> std::io::Result<Vec<u8>> {
         self.fetched.fetch_add(1, Ordering::SeqCst);
-        self.inner.fetch(source, group, pins, key, base, len_bytes)
+        self.inner.fetch(source, group, segment)
     }
 }
 
