@@ -1,8 +1,9 @@
 //! Node-to-node Raft RPC over HTTP: the client half (openraft's
 //! `RaftNetworkV2`) and the server half (an axum router).
 //!
-//! Routes: `POST /raft/{group}/append`, `/vote` and `/snapshot`, bincode
-//! bodies both ways (`transport::rpc`), `Authorization: Cluster <secret>`
+//! Routes: `POST /raft/{group}/append`, `/vote`, `/snapshot`, `/transfer`
+//! (leadership transfer) and `/segment` (a pinned snapshot segment, raw
+//! bytes back), bincode request bodies (`transport::rpc`), `Authorization: Cluster <secret>`
 //! on every request. A response body is the bincode of
 //! `Result<response, RaftError>`, so a remote Raft error reaches the caller
 //! typed. Every group on a node shares one `reqwest::Client`, whose pool
@@ -29,7 +30,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, Raft};
@@ -167,6 +169,18 @@ impl RaftNetworkV2<C> for HttpPeer {
         self.call("vote", &rpc, &option).await
     }
 
+    /// The leader broadcasts a transfer so that every node drops its
+    /// lease on the old leader and the target wins its election at once
+    /// (openraft's default is "not implemented", and then a transfer only
+    /// happens if the timeouts happen to favour the target).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.call("transfer", &req, &option).await
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
@@ -287,6 +301,16 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
                 };
                 let result: Result<SnapshotResponse<C>, RaftError<C>> = raft
                     .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(RaftError::Fatal);
+                reply(&result)
+            }
+            Err(r) => rejection(r),
+        },
+        "transfer" => match decode_body::<TransferLeaderRequest<C>>(&body) {
+            Ok(req) => {
+                let result: Result<TransferLeaderResponse<C>, RaftError<C>> = raft
+                    .handle_transfer_leader(req)
                     .await
                     .map_err(RaftError::Fatal);
                 reply(&result)
