@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::{Config, SnapshotPolicy};
 use sluice_engine::sim::{CrashMode, SimDisk};
-use sluice_engine::{LogConfig, MessageId, Offset, Timestamp};
+use sluice_engine::{Log, LogConfig, MessageId, Offset, Timestamp};
 use sluice_raft::data::command::{
     DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced,
 };
@@ -121,6 +121,17 @@ type Stored = (Offset, MessageId, Timestamp, Vec<u8>);
 
 /// Per partition, every record.
 fn contents(node: &Node) -> Vec<Vec<Stored>> {
+    per_partition(node, |log| {
+        log.read(log.start_offset(), 100_000, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|r| (r.offset, r.id, r.timestamp, r.payload.to_vec()))
+            .collect()
+    })
+}
+
+/// `f` of each partition's log of the test queue, in partition order.
+fn per_partition<T>(node: &Node, f: impl Fn(&Log) -> T) -> Vec<T> {
     let hosted = node.sm(GROUP).read();
     let machine = hosted.machine();
     (0..PARTITIONS)
@@ -129,12 +140,7 @@ fn contents(node: &Node) -> Vec<Vec<Stored>> {
                 queue: Q,
                 partition: PartitionId(p),
             };
-            let log = machine.partition(key).expect("partition").log();
-            log.read(log.start_offset(), 100_000, usize::MAX)
-                .expect("read")
-                .into_iter()
-                .map(|r| (r.offset, r.id, r.timestamp, r.payload.to_vec()))
-                .collect()
+            f(machine.partition(key).expect("partition").log())
         })
         .collect()
 }
@@ -356,24 +362,9 @@ async fn a_lagging_follower_catches_up_from_a_snapshot_fetching_only_missing_seg
         contents(&restarted) == contents(leader_node),
         "the restarted follower holds what the leader holds"
     );
-    let listed: usize = {
-        let hosted = leader_node.sm(GROUP).read();
-        let machine = hosted.machine();
-        (0..PARTITIONS)
-            .map(|p| {
-                let key = PartitionKey {
-                    queue: Q,
-                    partition: PartitionId(p),
-                };
-                machine
-                    .partition(key)
-                    .expect("partition")
-                    .log()
-                    .segments()
-                    .len()
-            })
-            .sum()
-    };
+    let listed: usize = per_partition(leader_node, |log| log.segments().len())
+        .into_iter()
+        .sum();
     let fetched = fetched.load(Ordering::SeqCst);
     assert!(fetched > 0, "the follower installed a snapshot");
     assert!(
