@@ -18,7 +18,7 @@ use crate::glue::TypeConfig;
 type C = TypeConfig;
 
 /// Why a cluster operation did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ClusterError {
     /// Only the leader can do this; `leader_hint` is the leader if known.
@@ -141,16 +141,30 @@ pub async fn transfer_leader<SM: RaftStateMachine<C>>(
 pub async fn linearizable_read<SM: RaftStateMachine<C>>(
     raft: &Raft<C, SM>,
 ) -> Result<(), ClusterError> {
-    match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-            Err(ClusterError::NotLeader {
-                leader_hint: f.leader_id,
-            })
+    raft.ensure_linearizable(ReadPolicy::ReadIndex)
+        .await
+        .map(|_| ())
+        .map_err(read_error)
+}
+
+/// Confirms with a quorum that this node leads the group and returns the
+/// read index: a replica whose state machine has applied this index can
+/// serve a linearizable read (a follower gets it from the leader over RPC).
+pub async fn read_index<SM: RaftStateMachine<C>>(raft: &Raft<C, SM>) -> Result<u64, ClusterError> {
+    match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Err(e) => Err(read_error(e)),
+    }
+}
+
+fn read_error(e: RaftError<C, LinearizableReadError<C>>) -> ClusterError {
+    match e {
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => ClusterError::NotLeader {
+            leader_hint: f.leader_id,
+        },
+        RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
+            ClusterError::NoQuorum(q.to_string())
         }
-        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
-            Err(ClusterError::NoQuorum(q.to_string()))
-        }
-        Err(RaftError::Fatal(f)) => Err(ClusterError::Stopped(f.to_string())),
+        RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
     }
 }

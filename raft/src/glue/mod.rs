@@ -21,7 +21,8 @@ mod type_config;
 
 pub use log_store::GroupLogStore;
 pub use network::{
-    HttpNetwork, HttpPeer, HttpSegmentFetcher, RaftHost, SnapshotBytes, http_client,
+    ForwardFailed, HttpNetwork, HttpPeer, HttpSegmentFetcher, LeaderClient, RaftHost,
+    SnapshotBytes, http_client,
 };
 pub use state_machine::{GroupMachine, Hosted, StateMachine};
 pub use type_config::{Command, Reply, TypeConfig};

@@ -2,8 +2,9 @@
 //! `RaftNetworkV2`) and the server half (an axum router).
 //!
 //! Routes: `POST /raft/{group}/append`, `/vote`, `/snapshot`, `/transfer`
-//! (leadership transfer) and `/segment` (a pinned snapshot segment, raw
-//! bytes back), bincode request bodies (`transport::rpc`), `Authorization: Cluster <secret>`
+//! (leadership transfer), `/segment` (a pinned snapshot segment, raw
+//! bytes back), and for forwarding from non-leaders `/propose` (raw
+//! command bytes in) and `/read_index`, bincode request bodies (`transport::rpc`), `Authorization: Cluster <secret>`
 //! on every request. A response body is the bincode of
 //! `Result<response, RaftError>`, so a remote Raft error reaches the caller
 //! typed. Every group on a node shares one `reqwest::Client`, whose pool
@@ -40,6 +41,7 @@ use serde::de::DeserializeOwned;
 
 use crate::data::snapshot::{PinnedSegment, PinnedSegments, SegmentFetcher};
 use crate::glue::TypeConfig;
+use crate::glue::cluster::{self, ClusterError};
 use crate::ids::GroupId;
 use crate::transport::rpc::{
     ClusterSecret, RPC_BODY_BYTES_MAX, RpcRejection, decode_body, encode_body, parse_group,
@@ -317,6 +319,11 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
             }
             Err(r) => rejection(r),
         },
+        // Forwarding: a node that does not lead the group proposes through
+        // the leader (the body is the encoded command) ...
+        "propose" => reply(&cluster::propose(&raft, body.to_vec()).await),
+        // ... and asks it for a read index before a linearizable read.
+        "read_index" => reply(&cluster::read_index(&raft).await),
         "segment" => match decode_body::<PinnedSegment>(&body) {
             Ok(segment) => {
                 let Some(pins) = host.pins(group_id) else {
@@ -403,5 +410,85 @@ impl SegmentFetcher for HttpSegmentFetcher {
             }
             Ok(bytes.to_vec())
         })
+    }
+}
+
+/// Calls the forwarding RPCs (`/propose`, `/read_index`) of a group's
+/// leader, for a node that does not lead it.
+#[derive(Debug, Clone)]
+pub struct LeaderClient {
+    client: reqwest::Client,
+    secret: ClusterSecret,
+}
+
+/// A forwarded call that did not get an answer (the peer is unreachable,
+/// timed out or answered with an HTTP error); safe to retry, since every
+/// proposal carries a request id.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("forwarding to {addr}: {reason}")]
+pub struct ForwardFailed {
+    /// The peer's address.
+    pub addr: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl LeaderClient {
+    /// A client over the node's shared HTTP `client`.
+    pub fn new(client: reqwest::Client, secret: ClusterSecret) -> LeaderClient {
+        LeaderClient { client, secret }
+    }
+
+    /// Proposes encoded `command` through the leader at `addr`.
+    pub async fn propose(
+        &self,
+        addr: &str,
+        group: GroupId,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<Vec<u8>, ClusterError>, ForwardFailed> {
+        self.call(addr, group, "propose", command, timeout).await
+    }
+
+    /// Asks the leader at `addr` for a read index.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        group: GroupId,
+        timeout: Duration,
+    ) -> Result<Result<u64, ClusterError>, ForwardFailed> {
+        self.call(addr, group, "read_index", Vec::new(), timeout)
+            .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        group: GroupId,
+        rpc: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<T, ClusterError>, ForwardFailed> {
+        let failed = |reason: String| ForwardFailed {
+            addr: addr.to_string(),
+            reason,
+        };
+        let url = format!("http://{addr}/raft/{}/{rpc}", group.0);
+        let response = self
+            .client
+            .post(&url)
+            .header(header::AUTHORIZATION, self.secret.header_value())
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            return Err(failed(format!("HTTP {status}: {text}")));
+        }
+        decode_body(&bytes).map_err(|e| failed(e.to_string()))
     }
 }

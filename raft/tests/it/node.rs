@@ -1,6 +1,7 @@
 //! Goal: the node runtime hosts the meta group and N data groups over one
 //! WAL, forms them from a static member list, registers the data groups
-//! in the meta group, and spreads the leaders over the nodes.
+//! in the meta group, spreads the leaders over the nodes, and routes
+//! proposals and linearizable reads from any node through the leader.
 //! Method: three `Node`s in-process on 127.0.0.1 with real directories;
 //! waits are on Raft metrics with deadlines.
 
@@ -111,42 +112,34 @@ async fn nodes_form_every_group_register_data_groups_and_spread_leaders() {
         .collect();
     assert_eq!(leaders.len(), 3, "four groups are led by all three nodes");
 
-    // The meta leader registers the data groups; every replica sees them.
+    // A follower of the meta group registers the data groups and its URL:
+    // its proposals are forwarded to the leader. A linearizable read
+    // through every node then sees them at once.
     let meta_leader = preferred_leader(META_GROUP, &voters).expect("voters");
-    let leader = &nodes[(meta_leader - 1) as usize].node;
-    leader
+    let follower_id = voters
+        .iter()
+        .copied()
+        .find(|id| *id != meta_leader)
+        .expect("a follower");
+    let follower = &nodes[(follower_id - 1) as usize].node;
+    follower
         .register("http://127.0.0.1:9")
         .await
-        .expect("register");
-    leader
+        .expect("register through the leader");
+    follower
         .register("http://127.0.0.1:9")
         .await
         .expect("a repeat is harmless");
-    let index = leader
-        .raft(META_GROUP)
-        .expect("meta")
-        .wait(WAIT)
-        .metrics(|m| m.last_applied.is_some(), "applied")
-        .await
-        .expect("metrics")
-        .last_applied
-        .expect("applied")
-        .index;
     for n in &nodes {
-        n.node
-            .raft(META_GROUP)
-            .expect("meta")
-            .wait(WAIT)
-            .applied_index_at_least(Some(index), "replicated")
-            .await
-            .expect("replicated");
+        let led_by = n.node.linearizable(META_GROUP).await.expect("read index");
+        assert_eq!(led_by, meta_leader);
         let hosted = n.node.machine(META_GROUP).expect("meta").read();
         let NodeMachine::Meta(meta) = hosted.machine() else {
             panic!("group 0 is the meta group")
         };
         assert_eq!(meta.state().data_groups().len(), DATA_GROUPS as usize);
         assert_eq!(
-            meta.state().nodes().get(&meta_leader).map(String::as_str),
+            meta.state().nodes().get(&follower_id).map(String::as_str),
             Some("http://127.0.0.1:9")
         );
     }

@@ -31,14 +31,18 @@ use crate::data::machine::{DataMachine, MachineError};
 use crate::data::snapshot::PinnedSegments;
 use crate::glue::cluster::{self, ClusterError};
 use crate::glue::{
-    GroupLogStore, GroupMachine, HttpNetwork, HttpSegmentFetcher, RaftHost, StateMachine,
-    TypeConfig, http_client,
+    GroupLogStore, GroupMachine, HttpNetwork, HttpSegmentFetcher, LeaderClient, RaftHost,
+    StateMachine, TypeConfig, http_client,
 };
 use crate::ids::{GroupId, RequestId};
 use crate::meta::command::{MetaCommand, MetaProposal};
 use crate::meta::machine::MetaMachine;
 use crate::transport::rpc::ClusterSecret;
 use crate::wal::{Wal, WalError};
+
+mod routing;
+
+pub use routing::{RouteError, Routed};
 
 /// The meta group.
 pub const META_GROUP: GroupId = GroupId(0);
@@ -48,6 +52,8 @@ pub const HEARTBEAT_MS_DEFAULT: u64 = 500;
 pub const ELECTION_MS_MIN_DEFAULT: u64 = 1_500;
 /// Default longest election timeout.
 pub const ELECTION_MS_MAX_DEFAULT: u64 = 3_000;
+/// Default longest wait for a group's leader when routing a request.
+pub const ROUTE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default entries between checkpoints (snapshots) of a group.
 pub const CHECKPOINT_ENTRIES_DEFAULT: u64 = 10_000;
 /// The request id that registers the data groups: the same on every node
@@ -117,6 +123,8 @@ pub struct NodeConfig {
     pub checkpoint_entries: u64,
     /// Partition logs' configuration.
     pub log_config: LogConfig,
+    /// Longest a routed proposal or read waits for a leader.
+    pub route_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -132,6 +140,7 @@ impl NodeConfig {
             election_ms: (ELECTION_MS_MIN_DEFAULT, ELECTION_MS_MAX_DEFAULT),
             checkpoint_entries: CHECKPOINT_ENTRIES_DEFAULT,
             log_config: LogConfig::default(),
+            route_timeout_ms: ROUTE_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -154,6 +163,9 @@ pub enum NodeError {
     /// A cluster operation failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A routed proposal or read failed.
+    #[error(transparent)]
+    Route(#[from] RouteError),
 }
 
 /// One running node (see the module docs).
@@ -162,6 +174,7 @@ pub struct Node {
     wal: Arc<Wal>,
     groups: BTreeMap<GroupId, (GroupRaft, StateMachine<NodeMachine>)>,
     host: Arc<RaftHost<StateMachine<NodeMachine>>>,
+    leaders: LeaderClient,
 }
 
 impl Node {
@@ -221,11 +234,13 @@ impl Node {
             host.insert(group, raft.clone());
             groups.insert(group, (raft, sm));
         }
+        let leaders = LeaderClient::new(client, config.secret.clone());
         Ok(Node {
             config,
             wal,
             groups,
             host,
+            leaders,
         })
     }
 
@@ -273,10 +288,8 @@ impl Node {
     }
 
     /// Registers the data groups and this node's public URL in the meta
-    /// group, if this node leads it (`NotLeader` otherwise: the leader's
-    /// own start does it). Idempotent.
+    /// group, through its leader. Idempotent.
     pub async fn register(&self, public_url: &str) -> Result<(), NodeError> {
-        let raft = self.meta_raft()?;
         let groups = (1..=self.config.data_groups).map(GroupId).collect();
         let proposals = [
             (
@@ -298,7 +311,7 @@ impl Node {
                 proposed_at: sluice_engine::Timestamp::now(),
                 command,
             };
-            cluster::propose(raft, proposal.encode()?).await?;
+            self.propose(META_GROUP, proposal.encode()?).await?;
         }
         Ok(())
     }
@@ -332,11 +345,6 @@ impl Node {
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
         }
         Ok(())
-    }
-
-    fn meta_raft(&self) -> Result<&GroupRaft, NodeError> {
-        self.raft(META_GROUP)
-            .ok_or_else(|| NodeError::Raft("the meta group is not hosted".into()))
     }
 }
 
