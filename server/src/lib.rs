@@ -1,4 +1,11 @@
-//! The `sluice` server (not yet built; see issue [3/5]).
-//!
-//! This crate will own the HTTP APIs (Queuey v1, native v2, tokens, admin),
-//! request routing to group leaders, configuration and the command line.
+//! The `sluice` server: the HTTP APIs (Queuey v1 so far), authentication,
+//! routing to group leaders (through `sluice-raft`'s node), configuration
+//! and the command line. `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod secrets;
+pub mod startup;
+pub mod v1;

@@ -1,0 +1,149 @@
+//! The APIs' view of the cluster: proposals and reads of the meta group
+//! and the data groups, routed through leaders by the node, with typed
+//! commands and replies instead of bytes.
+//!
+//! Every proposal gets a fresh random request id here, once; the node's
+//! retries reuse it, so a proposal retried through a leader change is
+//! applied at most once.
+
+use std::sync::Arc;
+
+use sluice_engine::Timestamp;
+use sluice_raft::data::command::{DataCommand, DataProposal, DataReply};
+use sluice_raft::data::machine::DataMachine;
+use sluice_raft::meta::command::{Consistency, MetaCommand, MetaProposal, MetaReply};
+use sluice_raft::meta::machine::MetaState;
+use sluice_raft::node::{META_GROUP, Node, NodeMachine, RouteError};
+use sluice_raft::{GroupId, RequestId};
+
+use crate::secrets;
+
+/// Why the cluster could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterFailure {
+    /// No leader could be reached in time (503; the client may retry).
+    #[error(transparent)]
+    Unavailable(#[from] RouteError),
+    /// Something that should not happen (500): an undecodable reply, a
+    /// group that is not the kind expected.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A reply with the leader that produced it (for the routing headers).
+#[derive(Debug)]
+pub struct Led<T> {
+    /// The reply.
+    pub value: T,
+    /// The group that answered.
+    pub group: GroupId,
+    /// The node that led it, when known (a follower read has none).
+    pub leader: Option<u64>,
+}
+
+/// The cluster as this node's APIs use it.
+#[derive(Clone)]
+pub struct Cluster {
+    node: Arc<Node>,
+}
+
+impl Cluster {
+    /// Wraps a running node.
+    pub fn new(node: Arc<Node>) -> Cluster {
+        Cluster { node }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Reads the meta state linearizably (a queue created through any node
+    /// is visible).
+    pub async fn meta<T>(&self, read: impl FnOnce(&MetaState) -> T) -> Result<T, ClusterFailure> {
+        self.node.linearizable(META_GROUP).await?;
+        let sm = self
+            .node
+            .machine(META_GROUP)
+            .ok_or_else(|| ClusterFailure::Internal("the meta group is not hosted".into()))?;
+        let hosted = sm.read();
+        match hosted.machine() {
+            NodeMachine::Meta(meta) => Ok(read(meta.state())),
+            NodeMachine::Data(_) => Err(ClusterFailure::Internal("group 0 is not meta".into())),
+        }
+    }
+
+    /// Proposes a meta command and returns its reply.
+    pub async fn propose_meta(&self, command: MetaCommand) -> Result<MetaReply, ClusterFailure> {
+        let proposal = MetaProposal {
+            request_id: new_request_id()?,
+            proposed_at: Timestamp::now(),
+            command,
+        };
+        let bytes = proposal.encode().map_err(internal)?;
+        let routed = self.node.propose(META_GROUP, bytes).await?;
+        MetaReply::decode(&routed.value).map_err(internal)
+    }
+
+    /// Proposes a data command to `group` and returns its reply.
+    pub async fn propose_data(
+        &self,
+        group: GroupId,
+        command: DataCommand,
+    ) -> Result<Led<DataReply>, ClusterFailure> {
+        let proposal = DataProposal {
+            request_id: new_request_id()?,
+            proposed_at: Timestamp::now(),
+            command,
+        };
+        let bytes = proposal.encode().map_err(internal)?;
+        let routed = self.node.propose(group, bytes).await?;
+        Ok(Led {
+            value: DataReply::decode(&routed.value).map_err(internal)?,
+            group,
+            leader: Some(routed.leader),
+        })
+    }
+
+    /// Reads `group`'s data state: linearizably, or for `weak`
+    /// consistency from this node's replica as it is.
+    pub async fn data<T>(
+        &self,
+        group: GroupId,
+        consistency: Consistency,
+        read: impl FnOnce(&DataMachine) -> T,
+    ) -> Result<Led<T>, ClusterFailure> {
+        let leader = match consistency {
+            Consistency::Weak => None,
+            Consistency::Strong | Consistency::VeryStrong => {
+                Some(self.node.linearizable(group).await?)
+            }
+        };
+        let sm = self
+            .node
+            .machine(group)
+            .ok_or(ClusterFailure::Unavailable(RouteError::UnknownGroup(group)))?;
+        let hosted = sm.read();
+        match hosted.machine() {
+            NodeMachine::Data(data) => Ok(Led {
+                value: read(data),
+                group,
+                leader,
+            }),
+            NodeMachine::Meta(_) => Err(ClusterFailure::Internal(format!(
+                "group {} is not a data group",
+                group.0
+            ))),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ClusterFailure {
+    ClusterFailure::Internal(e.to_string())
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> Result<RequestId, ClusterFailure> {
+    let bytes = secrets::random_bytes::<16>().map_err(internal)?;
+    Ok(RequestId(u128::from_le_bytes(bytes)))
+}

@@ -1,0 +1,440 @@
+//! `sluice serve`'s settings: command-line flags, `SLUICE_*` environment
+//! variables, a TOML file (`--config`), and defaults, in that order of
+//! precedence. clap resolves flag over variable; this module lays the file
+//! and the defaults under them and checks the result as a whole, so a bad
+//! setting stops the start with a message naming it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_raft::meta::command::DATA_GROUPS_MAX;
+
+/// Default listener: loopback only, so a first start exposes nothing.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
+/// Default data groups at cluster formation.
+pub const GROUPS_DEFAULT: u32 = 4;
+/// Default cap on messages a v1 read returns per partition without `limit`.
+pub const READ_CAP_DEFAULT: usize = 10_000;
+/// Largest configurable read cap.
+pub const READ_CAP_MAX: usize = 100_000;
+/// Longest accepted `--config` file.
+const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Most `--app-key` entries.
+const APP_KEYS_MAX: usize = 100;
+
+/// The flags of `sluice serve` (each also a `SLUICE_*` variable).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings (flags and variables win).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<String>,
+    /// The URL clients reach this node at [default: http://<listen>].
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Where data lives [default: ./sluice-data].
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's id, ≥ 1 [default: 1].
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Initial members, `1=HOST:PORT,2=HOST:PORT,...` [default: this node alone].
+    #[arg(long, env = "SLUICE_PEERS")]
+    pub peers: Option<String>,
+    /// Data groups at cluster formation [default: 4].
+    #[arg(long, env = "SLUICE_GROUPS")]
+    pub groups: Option<u32>,
+    /// Secret shared by the nodes (required with --peers).
+    #[arg(long, env = "SLUICE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Operators' key [default: generated at first start, kept in the data directory].
+    #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// `NAME=KEY`: create application NAME or add KEY to it (repeatable).
+    #[arg(
+        long = "app-key",
+        env = "SLUICE_APP_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub app_keys: Vec<String>,
+    /// Most messages a v1 read returns per partition without `limit` [default: 10000].
+    #[arg(long, env = "SLUICE_READ_CAP")]
+    pub read_cap: Option<usize>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "SLUICE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// The `--config` file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<u64>,
+    peers: Option<String>,
+    groups: Option<u32>,
+    cluster_secret: Option<String>,
+    admin_key: Option<String>,
+    #[serde(default)]
+    app_keys: Vec<String>,
+    read_cap: Option<usize>,
+    log_json: Option<bool>,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A setting's value is invalid.
+    #[error("--{setting}: {reason}")]
+    Invalid {
+        /// The setting, as its flag is spelled.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// The resolved settings of one node.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The public URL, when configured (else derived from the bound address).
+    pub public_url: Option<String>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// This node's id.
+    pub node_id: u64,
+    /// Initial members (empty: a single-node cluster of this node).
+    pub peers: BTreeMap<u64, String>,
+    /// Data groups at formation.
+    pub groups: u32,
+    /// The cluster secret, when configured.
+    pub cluster_secret: Option<String>,
+    /// The admin key, when configured.
+    pub admin_key: Option<String>,
+    /// Application keys to ensure: (application, key).
+    pub app_keys: Vec<(String, String)>,
+    /// Per-partition cap of a v1 read without `limit`.
+    pub read_cap: usize,
+    /// Whether logs are JSON lines.
+    pub log_json: bool,
+}
+
+impl ServeConfig {
+    /// Resolves flags and variables (`args`), the file they name, and the
+    /// defaults into checked settings.
+    pub fn resolve(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| LISTEN_DEFAULT.to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|e| invalid("listen", format!("{listen_text:?}: {e} (want IP:PORT)")))?;
+        let public_url = args.public_url.or(file.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "public-url",
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        if node_id == 0 {
+            return Err(invalid("node-id", "node ids start at 1"));
+        }
+        let peers = match args.peers.or(file.peers) {
+            Some(text) => parse_peers(&text)?,
+            None => BTreeMap::new(),
+        };
+        if !peers.is_empty() && !peers.contains_key(&node_id) {
+            return Err(invalid(
+                "peers",
+                format!("this node ({node_id}) is not among the peers"),
+            ));
+        }
+        let groups = args.groups.or(file.groups).unwrap_or(GROUPS_DEFAULT);
+        if !(1..=DATA_GROUPS_MAX).contains(&groups) {
+            return Err(invalid(
+                "groups",
+                format!("{groups} is not in 1..={DATA_GROUPS_MAX}"),
+            ));
+        }
+        let cluster_secret = args.cluster_secret.or(file.cluster_secret);
+        if !peers.is_empty() && cluster_secret.is_none() {
+            return Err(invalid(
+                "cluster-secret",
+                "required with --peers (every node must know it)",
+            ));
+        }
+        let admin_key = args.admin_key.or(file.admin_key);
+        if let Some(key) = &admin_key {
+            check_key("admin-key", key)?;
+        }
+        let app_key_texts = if args.app_keys.is_empty() {
+            file.app_keys
+        } else {
+            args.app_keys
+        };
+        if app_key_texts.len() > APP_KEYS_MAX {
+            return Err(invalid(
+                "app-key",
+                format!("at most {APP_KEYS_MAX} entries"),
+            ));
+        }
+        let app_keys = app_key_texts
+            .iter()
+            .map(|t| parse_app_key(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let read_cap = args.read_cap.or(file.read_cap).unwrap_or(READ_CAP_DEFAULT);
+        if !(1..=READ_CAP_MAX).contains(&read_cap) {
+            return Err(invalid(
+                "read-cap",
+                format!("{read_cap} is not in 1..={READ_CAP_MAX}"),
+            ));
+        }
+        Ok(ServeConfig {
+            listen,
+            public_url,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            node_id,
+            peers,
+            groups,
+            cluster_secret,
+            admin_key,
+            app_keys,
+            read_cap,
+            log_json: args.log_json || file.log_json.unwrap_or(false),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let fail = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if len > CONFIG_FILE_BYTES_MAX {
+        return Err(fail(format!(
+            "{len} bytes; at most {CONFIG_FILE_BYTES_MAX}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| fail(e.to_string()))
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid("peers", format!("{entry:?} is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 1)
+            .ok_or_else(|| invalid("peers", format!("{id:?} is not a node id ≥ 1")))?;
+        let addr = addr.trim();
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(invalid("peers", format!("{addr:?} is not HOST:PORT")));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(invalid("peers", format!("node {id} is listed twice")));
+        }
+    }
+    Ok(peers)
+}
+
+/// Parses `NAME=KEY`.
+fn parse_app_key(text: &str) -> Result<(String, String), ConfigError> {
+    let (name, key) = text
+        .split_once('=')
+        .ok_or_else(|| invalid("app-key", "want NAME=KEY"))?;
+    if !sluice_raft::meta::machine::valid_name(name) {
+        return Err(invalid(
+            "app-key",
+            format!("{name:?}: names are 1..=50 of [A-Za-z0-9_-]"),
+        ));
+    }
+    check_key("app-key", key)?;
+    Ok((name.to_string(), key.to_string()))
+}
+
+/// Shortest accepted key (application or admin).
+pub const KEY_BYTES_MIN: usize = 16;
+/// Longest accepted key.
+pub const KEY_BYTES_MAX: usize = 256;
+
+fn check_key(setting: &'static str, key: &str) -> Result<(), ConfigError> {
+    let ok = (KEY_BYTES_MIN..=KEY_BYTES_MAX).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            setting,
+            format!("keys are {KEY_BYTES_MIN}..={KEY_BYTES_MAX} visible ASCII characters"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_settings() {
+        let c = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(c.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(c.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert_eq!(
+            (c.node_id, c.groups, c.read_cap),
+            (1, GROUPS_DEFAULT, READ_CAP_DEFAULT)
+        );
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ngroups = 8\nread-cap = 50\napp-keys = [\"web=0123456789abcdef\"]\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            groups: Some(2),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(args).expect("resolve");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000", "from the file");
+        assert_eq!(c.groups, 2, "the flag wins");
+        assert_eq!(c.read_cap, 50);
+        assert_eq!(c.app_keys, vec![("web".into(), "0123456789abcdef".into())]);
+
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let err = ServeConfig::resolve(args).expect_err("a misspelt key");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_setting() {
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (
+                ServeArgs {
+                    listen: Some("localhost".into()),
+                    ..ServeArgs::default()
+                },
+                "--listen",
+            ),
+            (
+                ServeArgs {
+                    peers: Some("1=127.0.0.1:1,2=127.0.0.1:2".into()),
+                    ..ServeArgs::default()
+                },
+                "--cluster-secret",
+            ),
+            (
+                ServeArgs {
+                    peers: Some("2=127.0.0.1:1".into()),
+                    cluster_secret: Some("s".repeat(20)),
+                    ..ServeArgs::default()
+                },
+                "--peers",
+            ),
+            (
+                ServeArgs {
+                    peers: Some("1=127.0.0.1,2=x:1".into()),
+                    ..ServeArgs::default()
+                },
+                "--peers",
+            ),
+            (
+                ServeArgs {
+                    node_id: Some(0),
+                    ..ServeArgs::default()
+                },
+                "--node-id",
+            ),
+            (
+                ServeArgs {
+                    groups: Some(0),
+                    ..ServeArgs::default()
+                },
+                "--groups",
+            ),
+            (
+                ServeArgs {
+                    app_keys: vec!["no key".into()],
+                    ..ServeArgs::default()
+                },
+                "--app-key",
+            ),
+            (
+                ServeArgs {
+                    app_keys: vec!["web=short".into()],
+                    ..ServeArgs::default()
+                },
+                "--app-key",
+            ),
+            (
+                ServeArgs {
+                    admin_key: Some("short".into()),
+                    ..ServeArgs::default()
+                },
+                "--admin-key",
+            ),
+        ];
+        for (args, setting) in cases {
+            let err = ServeConfig::resolve(args.clone()).expect_err("refused");
+            assert!(err.to_string().starts_with(setting), "{args:?}: {err}");
+        }
+    }
+}

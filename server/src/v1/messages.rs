@@ -1,0 +1,690 @@
+//! Queuey v1 message routes: post and read (`/v1/{app}/{queue}`), and by
+//! id (`/v1/{app}/{queue}/{ids}`).
+//!
+//! A request is checked whole before anything is proposed, so a bad
+//! message in a batch writes nothing. Writes answer after the data group
+//! has committed (majority, fsynced) and applied them.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_engine::{EngineError, MessageId, Offset, Record, Timestamp};
+use sluice_raft::data::command::{
+    DataCommand, DataReply, NewMessage, Produce, PutMessage, Refusal,
+};
+use sluice_raft::data::message_id::{message_id, timestamp_of};
+use sluice_raft::data::partition::{CONTENT_TYPE_HEADER, Partition};
+use sluice_raft::meta::command::Queue;
+use sluice_raft::{PartitionId, PartitionKey};
+
+use crate::cluster::Led;
+use crate::http::AppState;
+use crate::v1::auth::Credentials;
+use crate::v1::error::V1Error;
+use crate::v1::params::{self, Params, int_in, partition_id, partition_number};
+use crate::v1::queues::ensure_partitions;
+use crate::v1::{lookup, read_body};
+
+/// Default time to live: 3 days.
+pub const TTL_SECS_DEFAULT: u64 = 259_200;
+/// Longest time to live: 2^25 s (about 388 days).
+pub const TTL_SECS_MAX: u64 = 1 << 25;
+/// Largest `limit` of a read (per partition).
+pub const READ_LIMIT_MAX: u64 = 1_000;
+/// Most messages one batch may carry.
+pub const BATCH_MESSAGES_MAX: usize = 1_000;
+/// Records fetched from a partition log per step of a read.
+const READ_CHUNK_RECORDS: usize = 512;
+/// Bytes fetched from a partition log per step of a read.
+const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// A message checked and ready to propose.
+struct Draft {
+    partition: PartitionId,
+    ttl_secs: u64,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// `POST /v1/{app}/{queue}`: one message (the whole body) or a JSON batch.
+pub async fn post(
+    State(state): State<AppState>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    let credentials = Credentials::from_headers(&headers);
+    let found = lookup(&state, &app, Some(&name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    found.caller?.require_app(&app)?;
+    let bytes = read_body(&state, body).await?;
+    let partitions = queue.settings.partitions;
+    let mut pick = PartitionPicker::new()?;
+    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    let drafts = if content_type.as_deref().is_some_and(is_json) {
+        parse_batch(&bytes, partitions, &mut pick)?
+    } else {
+        if bytes.is_empty() {
+            return Err(V1Error::bad("body", "Required"));
+        }
+        let ttl_secs = ttl_header(&headers)?;
+        let partition = match header_text(&headers, "x-partition".parse().ok()) {
+            Some(text) => int_in("partition", &text, 1, u64::from(partitions))? as u32,
+            None => pick.next(partitions),
+        };
+        vec![Draft {
+            partition: partition_id(partition).unwrap_or(PartitionId(0)),
+            ttl_secs,
+            content_type,
+            body: bytes.to_vec(),
+        }]
+    };
+    let single = drafts.len() == 1;
+    for (i, d) in drafts.iter().enumerate() {
+        if let Err(reason) = Partition::check_record(d.content_type.as_deref(), &[], d.body.len()) {
+            let field = if single {
+                "body".to_string()
+            } else {
+                format!("{i}.body")
+            };
+            return Err(V1Error::new(StatusCode::PAYLOAD_TOO_LARGE, field, reason));
+        }
+    }
+    let order: Vec<PartitionId> = drafts.iter().map(|d| d.partition).collect();
+    let messages: Vec<NewMessage> = drafts
+        .into_iter()
+        .map(|d| NewMessage {
+            partition: d.partition,
+            ttl_secs: d.ttl_secs,
+            sequence: None,
+            content_type: d.content_type,
+            headers: Vec::new(),
+            body: d.body,
+        })
+        .collect();
+    let command = DataCommand::Produce(Produce {
+        queue: queue.id,
+        producer: None,
+        messages,
+    });
+    let led = propose_repairing(&state, &queue, command).await?;
+    let DataReply::Produced(produced) = &led.value else {
+        return Err(unexpected(&led.value));
+    };
+    let placements = produced.placements(&order).ok_or_else(|| {
+        V1Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "the data group's reply does not match the request",
+        )
+    })?;
+    let out: Vec<Value> = placements
+        .iter()
+        .map(|p| {
+            json!({
+                "key": params::format_id(&message_id(p.timestamp, queue.group, p.partition)),
+                "timestamp": params::format_timestamp(p.timestamp),
+                "partition": partition_number(p.partition),
+            })
+        })
+        .collect();
+    let body = Json(json!({"status": "ok", "messages": out}));
+    Ok(routed((StatusCode::CREATED, body).into_response(), &led))
+}
+
+/// `GET /v1/{app}/{queue}`: messages by time or id, per partition.
+pub async fn read(
+    State(state): State<AppState>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, V1Error> {
+    let credentials = Credentials::from_headers(&headers);
+    let found = lookup(&state, &app, Some(&name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    found.caller?.may_read(&queue)?;
+    let query = Params::parse(query.unwrap_or_default().as_bytes())?;
+    let since = match query.get("since") {
+        None => Since::Start,
+        Some(text) => match params::parse_id(text) {
+            Some(id) => Since::Id(id),
+            None => Since::Time(params::parse_timestamp(text).ok_or_else(|| {
+                V1Error::bad("since", "Must be a message id or a timestamp in seconds.")
+            })?),
+        },
+    };
+    let descending = match query.get("order") {
+        None | Some("ascending") => false,
+        Some("descending") => true,
+        Some(_) => {
+            return Err(V1Error::bad(
+                "order",
+                "Must be one of: ascending, descending.",
+            ));
+        }
+    };
+    let (limit, capped) = match query.int_in("limit", 1, READ_LIMIT_MAX)? {
+        Some(l) => (l as usize, false),
+        None => (state.limits.read_cap, true),
+    };
+    let numbers = parse_partition_list(query.get("partitions").unwrap_or("1"))?;
+    let now = Timestamp::now();
+    let count = queue.settings.partitions;
+    let led = state
+        .cluster
+        .data(queue.group, queue.settings.consistency, |data| {
+            let mut out = Vec::new();
+            let mut truncated = false;
+            for &n in &numbers {
+                let Some(p) = partition_id(n).filter(|p| p.0 < count) else {
+                    continue;
+                };
+                let key = PartitionKey {
+                    queue: queue.id,
+                    partition: p,
+                };
+                let Some(partition) = data.partition(key) else {
+                    continue;
+                };
+                let (records, more) = read_partition(partition, since, descending, limit, now)?;
+                truncated |= more;
+                out.extend(records.iter().map(|r| message_json(r, n)));
+            }
+            Ok::<_, EngineError>((out, truncated))
+        })
+        .await?;
+    let (messages, truncated) = led.value.as_ref().map_err(storage_error)?;
+    let mut response = Json(json!({"status": "ok", "messages": messages})).into_response();
+    if capped && *truncated {
+        response
+            .headers_mut()
+            .insert("x-sluice-truncated", HeaderValue::from_static("true"));
+    }
+    Ok(routed(response, &led))
+}
+
+/// `GET /v1/{app}/{queue}/{ids}`: the listed messages that exist.
+pub async fn get_by_ids(
+    State(state): State<AppState>,
+    Path((app, name, ids)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, V1Error> {
+    let credentials = Credentials::from_headers(&headers);
+    let found = lookup(&state, &app, Some(&name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let ids = params::parse_ids(&ids)?;
+    found.caller?.may_read(&queue)?;
+    let now = Timestamp::now();
+    let count = queue.settings.partitions;
+    let led = state
+        .cluster
+        .data(queue.group, queue.settings.consistency, |data| {
+            let mut out = Vec::new();
+            for (n, id) in &ids {
+                let Some(p) = partition_id(*n).filter(|p| p.0 < count) else {
+                    continue;
+                };
+                let key = PartitionKey {
+                    queue: queue.id,
+                    partition: p,
+                };
+                if let Some(record) = data.partition(key).map(|p| p.get(id, now)).transpose()? {
+                    out.extend(record.map(|r| message_json(&r, *n)));
+                }
+            }
+            Ok::<_, EngineError>(out)
+        })
+        .await?;
+    let messages = led.value.as_ref().map_err(storage_error)?;
+    Ok(routed(
+        Json(json!({"status": "ok", "messages": messages})).into_response(),
+        &led,
+    ))
+}
+
+/// `PUT /v1/{app}/{queue}/{ids}`: replaces (or creates) the listed
+/// messages with the request's body.
+pub async fn put_by_ids(
+    State(state): State<AppState>,
+    Path((app, name, ids)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    let credentials = Credentials::from_headers(&headers);
+    let found = lookup(&state, &app, Some(&name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let ids = params::parse_ids(&ids)?;
+    found.caller?.require_app(&app)?;
+    let count = queue.settings.partitions;
+    let mut targets = Vec::with_capacity(ids.len());
+    for (n, id) in ids {
+        int_in("partition", &n.to_string(), 1, u64::from(count))?;
+        if timestamp_of(&id).is_none() {
+            return Err(V1Error::bad(
+                "messages",
+                format!("{} is not a version 1 UUID", params::format_id(&id)),
+            ));
+        }
+        targets.push((partition_id(n).unwrap_or(PartitionId(0)), id));
+    }
+    let ttl_secs = ttl_header(&headers)?;
+    let bytes = read_body(&state, body).await?;
+    if bytes.is_empty() {
+        return Err(V1Error::bad("body", "Required"));
+    }
+    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    if let Err(reason) = Partition::check_record(content_type.as_deref(), &[], bytes.len()) {
+        return Err(V1Error::new(StatusCode::PAYLOAD_TOO_LARGE, "body", reason));
+    }
+    let messages = targets
+        .into_iter()
+        .map(|(partition, id)| PutMessage {
+            partition,
+            id,
+            ttl_secs,
+            content_type: content_type.clone(),
+            body: bytes.to_vec(),
+        })
+        .collect();
+    let led = propose_repairing(
+        &state,
+        &queue,
+        DataCommand::Put {
+            queue: queue.id,
+            messages,
+        },
+    )
+    .await?;
+    match led.value {
+        DataReply::Done => Ok(routed(Json(json!({"status": "ok"})).into_response(), &led)),
+        ref other => Err(unexpected(other)),
+    }
+}
+
+/// `DELETE /v1/{app}/{queue}/{ids}`: deletes the listed messages.
+pub async fn delete_by_ids(
+    State(state): State<AppState>,
+    Path((app, name, ids)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, V1Error> {
+    let credentials = Credentials::from_headers(&headers);
+    let found = lookup(&state, &app, Some(&name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let ids = params::parse_ids(&ids)?;
+    found.caller?.may_delete(&queue)?;
+    let count = queue.settings.partitions;
+    let ids: Vec<(PartitionId, MessageId)> = ids
+        .into_iter()
+        .filter_map(|(n, id)| partition_id(n).filter(|p| p.0 < count).map(|p| (p, id)))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Json(json!({"status": "ok"})).into_response());
+    }
+    let led = propose_repairing(
+        &state,
+        &queue,
+        DataCommand::Delete {
+            queue: queue.id,
+            ids,
+        },
+    )
+    .await?;
+    match led.value {
+        DataReply::Done => Ok(routed(Json(json!({"status": "ok"})).into_response(), &led)),
+        ref other => Err(unexpected(other)),
+    }
+}
+
+/// The number of live messages in all of a queue's partitions (a full
+/// scan: `include_count` is opt-in).
+pub async fn live_count(state: &AppState, queue: &Queue) -> Result<u64, V1Error> {
+    let now = Timestamp::now();
+    let led = state
+        .cluster
+        .data(queue.group, queue.settings.consistency, |data| {
+            let mut total = 0u64;
+            for p in 0..queue.settings.partitions {
+                let key = PartitionKey {
+                    queue: queue.id,
+                    partition: PartitionId(p),
+                };
+                if let Some(partition) = data.partition(key) {
+                    total += count_live(partition, now)?;
+                }
+            }
+            Ok::<_, EngineError>(total)
+        })
+        .await?;
+    led.value.map_err(|e| storage_error(&e))
+}
+
+/// Proposes `command`; if the data group does not know the queue (or all
+/// its partitions) because a create or grow was cut short after the meta
+/// step, completes that step and proposes again. The refused attempt
+/// wrote nothing, so the second one cannot duplicate it.
+async fn propose_repairing(
+    state: &AppState,
+    queue: &Queue,
+    command: DataCommand,
+) -> Result<Led<DataReply>, V1Error> {
+    let led = state
+        .cluster
+        .propose_data(queue.group, command.clone())
+        .await?;
+    match led.value {
+        DataReply::Refused(Refusal::UnknownQueue(_) | Refusal::UnknownPartition { .. }) => {
+            ensure_partitions(state, queue).await?;
+            Ok(state.cluster.propose_data(queue.group, command).await?)
+        }
+        _ => Ok(led),
+    }
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// The log's start (or, descending, its end).
+    Start,
+    /// The message with this id, else the id's time.
+    Id(MessageId),
+    /// The first message at or after this time.
+    Time(Timestamp),
+}
+
+/// Reads up to `limit` live messages of one partition; the flag says
+/// whether more were left.
+fn read_partition(
+    partition: &Partition,
+    since: Since,
+    descending: bool,
+    limit: usize,
+    now: Timestamp,
+) -> Result<(Vec<Record>, bool), EngineError> {
+    let log = partition.log();
+    let (low, next) = (log.start_offset(), log.next_offset());
+    let point = match since {
+        Since::Start => None,
+        Since::Time(t) => Some(log.offset_for_timestamp(t)?),
+        Since::Id(id) => match partition.get(&id, now)? {
+            Some(record) => Some(record.offset),
+            None => match timestamp_of(&id) {
+                Some(t) => Some(log.offset_for_timestamp(t)?),
+                // An unknown id with no time in it marks no position.
+                None => return Ok((Vec::new(), false)),
+            },
+        },
+    };
+    let mut out = Vec::new();
+    if descending {
+        // Inclusive of the point; from the newest without one.
+        let mut end = point.map_or(next, |o| o.plus(1).min(next)).max(low);
+        while end > low && out.len() <= limit {
+            let from = Offset(end.0.saturating_sub(READ_CHUNK_RECORDS as u64).max(low.0));
+            let records = log.read(from, (end.0 - from.0) as usize, usize::MAX)?;
+            for r in records.into_iter().rev().filter(|r| r.offset < end) {
+                if partition.is_visible(&r, now) {
+                    out.push(r);
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+            end = from;
+        }
+    } else {
+        let mut from = point.unwrap_or(low).max(low);
+        while from < next && out.len() <= limit {
+            let records = log.read(from, READ_CHUNK_RECORDS, READ_CHUNK_BYTES)?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            from = last.offset.plus(1);
+            for r in records {
+                if partition.is_visible(&r, now) {
+                    out.push(r);
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    Ok((out, more))
+}
+
+/// Counts a partition's live messages.
+fn count_live(partition: &Partition, now: Timestamp) -> Result<u64, EngineError> {
+    let log = partition.log();
+    let (mut from, next) = (log.start_offset(), log.next_offset());
+    let mut live = 0u64;
+    while from < next {
+        let records = log.read(from, READ_CHUNK_RECORDS, READ_CHUNK_BYTES)?;
+        let Some(last) = records.last() else {
+            break;
+        };
+        from = last.offset.plus(1);
+        live += records
+            .iter()
+            .filter(|r| partition.is_visible(r, now))
+            .count() as u64;
+    }
+    Ok(live)
+}
+
+/// A message as v1 shows it.
+fn message_json(record: &Record, partition: u32) -> Value {
+    let mut m = json!({
+        "message_id": params::format_id(&record.id),
+        "timestamp": params::format_timestamp(record.timestamp),
+        "partition": partition,
+    });
+    match std::str::from_utf8(&record.payload) {
+        Ok(text) => m["body"] = json!(text),
+        Err(_) => {
+            m["body"] = json!(base64::engine::general_purpose::STANDARD.encode(&record.payload));
+            m["body_encoding"] = json!("base64");
+        }
+    }
+    if let Some(ct) = record.header(CONTENT_TYPE_HEADER) {
+        m["content_type"] = json!(String::from_utf8_lossy(ct));
+    }
+    m
+}
+
+/// Parses a batch body: `{"messages": [{"body", "ttl"?, "partition"?}]}`.
+fn parse_batch(
+    bytes: &[u8],
+    partitions: u32,
+    pick: &mut PartitionPicker,
+) -> Result<Vec<Draft>, V1Error> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| V1Error::bad("body", format!("Invalid JSON: {e}")))?;
+    let list = value
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| V1Error::bad("messages", "Required"))?;
+    if list.len() > BATCH_MESSAGES_MAX {
+        return Err(V1Error::bad(
+            "messages",
+            format!("At most {BATCH_MESSAGES_MAX} messages per request."),
+        ));
+    }
+    let mut drafts = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let body = match m.get("body") {
+            Some(Value::String(s)) if !s.is_empty() => s.as_bytes().to_vec(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(V1Error::bad(format!("{i}.body"), "Required"));
+            }
+            Some(_) => return Err(V1Error::bad(format!("{i}.body"), "Must be a string.")),
+        };
+        let ttl_secs = match json_int(m.get("ttl")) {
+            None => TTL_SECS_DEFAULT,
+            Some(text) => int_in(&format!("{i}.ttl"), &text, 1, TTL_SECS_MAX)?,
+        };
+        let partition = match json_int(m.get("partition")) {
+            None => pick.next(partitions),
+            Some(text) => {
+                int_in(&format!("{i}.partition"), &text, 1, u64::from(partitions))? as u32
+            }
+        };
+        drafts.push(Draft {
+            partition: partition_id(partition).unwrap_or(PartitionId(0)),
+            ttl_secs,
+            content_type: None,
+            body,
+        });
+    }
+    Ok(drafts)
+}
+
+/// A JSON integer field as text for `int_in` (numbers and numeric
+/// strings, as Queuey's validators took them); absent or null is `None`.
+fn json_int(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Parses `partitions`: one number or a comma list.
+fn parse_partition_list(text: &str) -> Result<Vec<u32>, V1Error> {
+    let list: Vec<&str> = text.split(',').collect();
+    if list.len() > params::READ_PARTITIONS_MAX {
+        return Err(V1Error::bad(
+            "partitions",
+            format!("At most {} partitions.", params::READ_PARTITIONS_MAX),
+        ));
+    }
+    list.into_iter()
+        .map(|p| {
+            let p = p.trim();
+            let shown: String = p.chars().take(40).collect();
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+                .ok_or_else(|| V1Error::bad("partitions", format!("\"{shown}\" is not a number")))
+        })
+        .collect()
+}
+
+/// `X-TTL`, validated (default 3 days).
+fn ttl_header(headers: &HeaderMap) -> Result<u64, V1Error> {
+    match header_text(headers, "x-ttl".parse().ok()) {
+        Some(text) => int_in("ttl", &text, 1, TTL_SECS_MAX),
+        None => Ok(TTL_SECS_DEFAULT),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: impl Into<Option<header::HeaderName>>) -> Option<String> {
+    let name = name.into()?;
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+}
+
+/// `application/json`, without case and ignoring parameters.
+fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Adds the routing headers: the data group and the leader that answered.
+pub fn routed<T>(mut response: Response, led: &Led<T>) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("x-sluice-group", HeaderValue::from(led.group.0));
+    if let Some(leader) = led.leader {
+        headers.insert("x-sluice-leader", HeaderValue::from(leader));
+    }
+    response
+}
+
+fn storage_error(e: &EngineError) -> V1Error {
+    tracing::error!(error = %e, "reading a partition failed");
+    V1Error::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "StorageError",
+        format!("reading the partition failed: {e}"),
+    )
+}
+
+fn unexpected(reply: &DataReply) -> V1Error {
+    match reply {
+        DataReply::Refused(Refusal::Invalid { index, reason }) => {
+            V1Error::bad(format!("{index}.body"), reason.clone())
+        }
+        other => V1Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("unexpected data reply: {other:?}"),
+        ),
+    }
+}
+
+/// Picks random partitions for messages that name none (xorshift seeded
+/// from the OS once per request: spread, not secrecy, is the point).
+struct PartitionPicker(u64);
+
+impl PartitionPicker {
+    fn new() -> Result<PartitionPicker, V1Error> {
+        let seed = crate::secrets::random_bytes::<8>().map_err(|e| {
+            V1Error::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
+        Ok(PartitionPicker(u64::from_le_bytes(seed) | 1))
+    }
+
+    /// A v1 partition number in `1..=partitions`.
+    fn next(&mut self, partitions: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(partitions.max(1))) as u32 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_loosely() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=1",
+        ] {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn partition_lists_parse_or_name_the_parameter() {
+        assert_eq!(parse_partition_list("1,3").expect("list"), vec![1, 3]);
+        let err = parse_partition_list("1,x").expect_err("not a number");
+        assert_eq!(
+            (err.status.as_u16(), err.field.as_str()),
+            (400, "partitions")
+        );
+    }
+}
