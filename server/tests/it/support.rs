@@ -1,0 +1,170 @@
+//! Runs `sluice serve` as a child process on a free loopback port, in a
+//! temporary data directory, and talks to it over HTTP. The child is
+//! killed when the handle drops, even when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Longest a node may take to print `sluice: ready`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `sluice serve`.
+pub struct Server {
+    child: Child,
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// The `default` application's key.
+    pub key: String,
+    /// Everything it printed on stdout up to `ready`.
+    pub banner: Vec<String>,
+    data_dir: PathBuf,
+    client: reqwest::Client,
+}
+
+/// A response: status, headers, JSON body (`Value::Null` if not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Server {
+    /// Starts a single node with data in `data_dir` (reused across
+    /// restarts), plus `extra` flags.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                let done = line == "sluice: ready";
+                banner.push(line);
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        let ready = tokio::time::timeout(START_TIMEOUT, read).await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "sluice did not start: {banner:?}"
+        );
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let url = banner
+            .iter()
+            .find_map(|l| l.split(" listening on ").nth(1))
+            .expect("the banner names the URL")
+            .to_string();
+        let key = std::fs::read_to_string(data_dir.join("default-app.key"))
+            .expect("the default key is kept")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            url,
+            key,
+            banner,
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub async fn kill(mut self) -> PathBuf {
+        self.child.kill().await.expect("kill");
+        self.data_dir.clone()
+    }
+
+    /// `Authorization: Application <default key>`.
+    pub fn auth(&self) -> String {
+        format!("Application {}", self.key)
+    }
+
+    /// Sends a request; `auth` is the `Authorization` header, if any.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .body(body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// A request with the default application's key.
+    pub async fn app(&self, method: &str, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        let auth = self.auth();
+        self.call(method, path, Some(&auth), &[], body).await
+    }
+
+    /// A form-encoded request with the default application's key.
+    pub async fn form(&self, method: &str, path: &str, form: &str) -> Reply {
+        let auth = self.auth();
+        let ct = [("content-type", "application/x-www-form-urlencoded")];
+        self.call(method, path, Some(&auth), &ct, form.to_string())
+            .await
+    }
+}
+
+impl Reply {
+    /// Asserts the status and returns the JSON body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "body: {}", self.json);
+        &self.json
+    }
+
+    /// Asserts an error answer: its status and the `error_msg` key.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, field: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.json);
+        assert_eq!(self.json["status"], "error", "{}", self.json);
+        let msg = &self.json["error_msg"];
+        assert!(
+            msg.get(field).is_some(),
+            "expected error_msg.{field}: {}",
+            self.json
+        );
+        msg[field].as_str().unwrap_or_default().to_string()
+    }
+}
