@@ -1,6 +1,7 @@
 //! Multi-process tests of the `sluice` binary (`CARGO_BIN_EXE_sluice`),
 //! over HTTP on 127.0.0.1.
 
+mod failover;
 mod serve;
 mod support;
 mod v1_messages;

@@ -36,13 +36,26 @@ pub struct Reply {
 
 impl Server {
     /// Starts a single node with data in `data_dir` (reused across
-    /// restarts), plus `extra` flags.
+    /// restarts), plus `extra` flags; uses the `default` application.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut server = Server::spawn(data_dir, &args).await;
+        server.key = std::fs::read_to_string(data_dir.join("default-app.key"))
+            .expect("the default key is kept")
+            .trim()
+            .to_string();
+        server
+    }
+
+    /// Starts `sluice serve --data-dir <data_dir> <args>` and waits until it
+    /// prints `sluice: ready`. `key` is left empty.
+    pub async fn spawn(data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -74,14 +87,10 @@ impl Server {
             .find_map(|l| l.split(" listening on ").nth(1))
             .expect("the banner names the URL")
             .to_string();
-        let key = std::fs::read_to_string(data_dir.join("default-app.key"))
-            .expect("the default key is kept")
-            .trim()
-            .to_string();
         Server {
             child,
             url,
-            key,
+            key: String::new(),
             banner,
             data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
@@ -166,5 +175,96 @@ impl Reply {
             self.json
         );
         msg[field].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Free loopback ports: bound, read, released (a test then binds them by
+/// number; nothing else on a test machine races for them in practice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// The application every cluster test uses (configured on every node).
+pub const CLUSTER_APP_KEY: &str = "test=cluster-test-key-0123456789";
+
+/// A cluster of `sluice serve` processes on loopback.
+pub struct LocalCluster {
+    /// The nodes, by index (node id = index + 1); `None` while stopped.
+    pub nodes: Vec<Option<Server>>,
+    dirs: Vec<tempfile::TempDir>,
+    args: Vec<Vec<String>>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes forming one cluster with `groups` data groups.
+    pub async fn start(n: usize, groups: u32) -> LocalCluster {
+        let ports = free_ports(n);
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect();
+        let peers = peers.join(",");
+        let mut dirs = Vec::new();
+        let mut args = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            dirs.push(tempfile::tempdir().expect("dir"));
+            args.push(vec![
+                "--listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--peers".into(),
+                peers.clone(),
+                "--cluster-secret".into(),
+                "cluster-test-secret-0123456789".into(),
+                "--groups".into(),
+                groups.to_string(),
+                "--app-key".into(),
+                CLUSTER_APP_KEY.into(),
+            ]);
+        }
+        // Start every node at once: each waits for a quorum to be ready.
+        let starts = dirs
+            .iter()
+            .zip(&args)
+            .map(|(dir, a)| {
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                let dir = dir.path().to_path_buf();
+                async move { Server::spawn(&dir, &a).await }
+            })
+            .collect::<Vec<_>>();
+        let mut nodes = Vec::new();
+        for mut server in futures_util::future::join_all(starts).await {
+            server.key = CLUSTER_APP_KEY.split_once('=').expect("key").1.to_string();
+            nodes.push(Some(server));
+        }
+        LocalCluster { nodes, dirs, args }
+    }
+
+    /// The running node with id `id`.
+    pub fn node(&self, id: u64) -> &Server {
+        self.nodes[(id - 1) as usize].as_ref().expect("running")
+    }
+
+    /// `kill -9`s node `id`.
+    pub async fn kill(&mut self, id: u64) {
+        let server = self.nodes[(id - 1) as usize].take().expect("running");
+        server.kill().await;
+    }
+
+    /// Restarts node `id` on its data directory and waits until ready.
+    pub async fn restart(&mut self, id: u64) {
+        let i = (id - 1) as usize;
+        let a: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
+        let mut server = Server::spawn(self.dirs[i].path(), &a).await;
+        server.key = CLUSTER_APP_KEY.split_once('=').expect("key").1.to_string();
+        self.nodes[i] = Some(server);
     }
 }
