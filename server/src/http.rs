@@ -37,6 +37,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Set once the node has joined its cluster and registered.
     pub ready: Arc<AtomicBool>,
+    /// The operators' key.
+    pub admin_key: Arc<str>,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     let raft = state.cluster.node().router();
     Router::new()
         .merge(crate::v1::router())
+        .merge(crate::admin::router())
         .route("/__heartbeat__", get(heartbeat))
         .route("/__lbheartbeat__", get(lb_heartbeat))
         .route("/__version__", get(version))

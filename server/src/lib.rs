@@ -2,6 +2,7 @@
 //! routing to group leaders (through `sluice-raft`'s node), configuration
 //! and the command line. `main.rs` only calls [`cli::main`].
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;

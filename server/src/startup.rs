@@ -106,6 +106,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             read_cap: config.read_cap,
         },
         ready: Arc::new(AtomicBool::new(false)),
+        admin_key: Arc::from(admin_key.as_str()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));

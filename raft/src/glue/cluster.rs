@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::storage::RaftStateMachine;
@@ -166,5 +167,68 @@ fn read_error(e: RaftError<C, LinearizableReadError<C>>) -> ClusterError {
             ClusterError::NoQuorum(q.to_string())
         }
         RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+    }
+}
+
+/// A membership change, as the admin API asks for it and as it travels to
+/// a group's leader.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MembershipChange {
+    /// Add a non-voting member at `addr` and wait until it has caught up.
+    AddLearner {
+        /// Its node id.
+        id: u64,
+        /// Its RPC address.
+        addr: String,
+    },
+    /// Make learners voters.
+    Promote {
+        /// The learners.
+        ids: BTreeSet<u64>,
+    },
+    /// Remove voters.
+    Remove {
+        /// The voters.
+        ids: BTreeSet<u64>,
+    },
+}
+
+/// Applies a membership change on the group's leader. Adding a member
+/// that is already there, or removing one that is not, succeeds.
+pub async fn change<SM: RaftStateMachine<C>>(
+    raft: &Raft<C, SM>,
+    change: MembershipChange,
+) -> Result<(), ClusterError> {
+    let membership = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .clone();
+    match change {
+        MembershipChange::AddLearner { id, addr } => {
+            if membership.get_node(&id).is_some() {
+                return Ok(());
+            }
+            add_learner(raft, id, &addr).await
+        }
+        MembershipChange::Promote { ids } => {
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let ids: BTreeSet<u64> = ids.difference(&voters).copied().collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            promote(raft, ids).await
+        }
+        MembershipChange::Remove { ids } => {
+            let ids: BTreeSet<u64> = ids
+                .into_iter()
+                .filter(|id| membership.get_node(id).is_some())
+                .collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            remove(raft, ids).await
+        }
     }
 }

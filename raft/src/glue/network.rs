@@ -4,7 +4,7 @@
 //! Routes: `POST /raft/{group}/append`, `/vote`, `/snapshot`, `/transfer`
 //! (leadership transfer), `/segment` (a pinned snapshot segment, raw
 //! bytes back), and for forwarding from non-leaders `/propose` (raw
-//! command bytes in) and `/read_index`, bincode request bodies (`transport::rpc`), `Authorization: Cluster <secret>`
+//! command bytes in), `/read_index` and `/membership`, bincode request bodies (`transport::rpc`), `Authorization: Cluster <secret>`
 //! on every request. A response body is the bincode of
 //! `Result<response, RaftError>`, so a remote Raft error reaches the caller
 //! typed. Every group on a node shares one `reqwest::Client`, whose pool
@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 
 use crate::data::snapshot::{PinnedSegment, PinnedSegments, SegmentFetcher};
 use crate::glue::TypeConfig;
-use crate::glue::cluster::{self, ClusterError};
+use crate::glue::cluster::{self, ClusterError, MembershipChange};
 use crate::ids::GroupId;
 use crate::transport::rpc::{
     ClusterSecret, RPC_BODY_BYTES_MAX, RpcRejection, decode_body, encode_body, parse_group,
@@ -324,6 +324,11 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
         "propose" => reply(&cluster::propose(&raft, body.to_vec()).await),
         // ... and asks it for a read index before a linearizable read.
         "read_index" => reply(&cluster::read_index(&raft).await),
+        // ... and membership changes, which only a leader can make.
+        "membership" => match decode_body::<MembershipChange>(&body) {
+            Ok(change) => reply(&cluster::change(&raft, change).await),
+            Err(r) => rejection(r),
+        },
         "segment" => match decode_body::<PinnedSegment>(&body) {
             Ok(segment) => {
                 let Some(pins) = host.pins(group_id) else {
@@ -459,6 +464,21 @@ impl LeaderClient {
     ) -> Result<Result<u64, ClusterError>, ForwardFailed> {
         self.call(addr, group, "read_index", Vec::new(), timeout)
             .await
+    }
+
+    /// Asks the leader at `addr` to make a membership change.
+    pub async fn membership(
+        &self,
+        addr: &str,
+        group: GroupId,
+        change: &MembershipChange,
+        timeout: Duration,
+    ) -> Result<Result<(), ClusterError>, ForwardFailed> {
+        let body = encode_body(change).map_err(|e| ForwardFailed {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.call(addr, group, "membership", body, timeout).await
     }
 
     async fn call<T: DeserializeOwned>(

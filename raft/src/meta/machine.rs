@@ -254,6 +254,11 @@ impl MetaState {
             .collect()
     }
 
+    /// Every queue, by application then name.
+    pub fn all_queues(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.values()
+    }
+
     /// The data groups.
     pub fn data_groups(&self) -> &BTreeSet<GroupId> {
         &self.data_groups

@@ -41,8 +41,10 @@ use crate::transport::rpc::ClusterSecret;
 use crate::wal::{Wal, WalError};
 
 mod routing;
+mod status;
 
-pub use routing::{RouteError, Routed};
+pub use routing::{MEMBERSHIP_TIMEOUT_MS, RouteError, Routed};
+pub use status::GroupStatus;
 
 /// The meta group.
 pub const META_GROUP: GroupId = GroupId(0);

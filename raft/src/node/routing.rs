@@ -10,16 +10,19 @@
 //! request id, which the state machines answer from their window of
 //! recently applied ids instead of applying twice.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
 
-use crate::glue::cluster::{self, ClusterError};
+use crate::glue::cluster::{self, ClusterError, MembershipChange};
 use crate::ids::GroupId;
 use crate::node::{GroupRaft, Node};
 
 /// Pause between attempts while a group has no reachable leader.
 const RETRY_PAUSE_MS: u64 = 50;
+/// Longest a membership change may take (a learner copies the group).
+pub const MEMBERSHIP_TIMEOUT_MS: u64 = 120_000;
 
 /// A routed call's answer and the node that led the group when it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,27 +83,32 @@ impl Node {
         command: Vec<u8>,
     ) -> Result<Routed<Vec<u8>>, RouteError> {
         let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
-        self.route(group, raft, |leader, addr, remaining| {
-            let command = command.clone();
-            async move {
-                let outcome = match addr {
-                    None => {
-                        let local = cluster::propose(raft, command);
-                        match tokio::time::timeout(remaining, local).await {
-                            Ok(result) => result,
-                            Err(_) => return Ok(Attempt::Retry("commit timed out".into())),
+        self.route(
+            group,
+            raft,
+            self.route_timeout(),
+            |leader, addr, remaining| {
+                let command = command.clone();
+                async move {
+                    let outcome = match addr {
+                        None => {
+                            let local = cluster::propose(raft, command);
+                            match tokio::time::timeout(remaining, local).await {
+                                Ok(result) => result,
+                                Err(_) => return Ok(Attempt::Retry("commit timed out".into())),
+                            }
                         }
-                    }
-                    Some(addr) => {
-                        match self.leaders.propose(&addr, group, command, remaining).await {
-                            Ok(result) => result,
-                            Err(failed) => return Ok(Attempt::Retry(failed.to_string())),
+                        Some(addr) => {
+                            match self.leaders.propose(&addr, group, command, remaining).await {
+                                Ok(result) => result,
+                                Err(failed) => return Ok(Attempt::Retry(failed.to_string())),
+                            }
                         }
-                    }
-                };
-                settle(group, leader, outcome)
-            }
-        })
+                    };
+                    settle(group, leader, outcome)
+                }
+            },
+        )
         .await
     }
 
@@ -111,34 +119,117 @@ impl Node {
     pub async fn linearizable(&self, group: GroupId) -> Result<u64, RouteError> {
         let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
         let routed = self
-            .route(group, raft, |leader, addr, remaining| async move {
-                let index = match addr {
-                    None => {
-                        match tokio::time::timeout(remaining, cluster::read_index(raft)).await {
-                            Ok(result) => result,
-                            Err(_) => return Ok(Attempt::Retry("read index timed out".into())),
+            .route(
+                group,
+                raft,
+                self.route_timeout(),
+                |leader, addr, remaining| async move {
+                    let index = match addr {
+                        None => {
+                            match tokio::time::timeout(remaining, cluster::read_index(raft)).await {
+                                Ok(result) => result,
+                                Err(_) => return Ok(Attempt::Retry("read index timed out".into())),
+                            }
                         }
+                        Some(addr) => {
+                            match self.leaders.read_index(&addr, group, remaining).await {
+                                Ok(result) => result,
+                                Err(failed) => return Ok(Attempt::Retry(failed.to_string())),
+                            }
+                        }
+                    };
+                    let index = match settle(group, leader, index)? {
+                        Attempt::Done(Routed { value, .. }) => value,
+                        Attempt::Retry(why) => return Ok(Attempt::Retry(why)),
+                    };
+                    match raft
+                        .wait(Some(remaining))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                    {
+                        Ok(_) => Ok(Attempt::Done(Routed { value: (), leader })),
+                        Err(e) => Ok(Attempt::Retry(format!("applying to {index}: {e}"))),
                     }
-                    Some(addr) => match self.leaders.read_index(&addr, group, remaining).await {
-                        Ok(result) => result,
-                        Err(failed) => return Ok(Attempt::Retry(failed.to_string())),
-                    },
-                };
-                let index = match settle(group, leader, index)? {
-                    Attempt::Done(Routed { value, .. }) => value,
-                    Attempt::Retry(why) => return Ok(Attempt::Retry(why)),
-                };
-                match raft
-                    .wait(Some(remaining))
-                    .applied_index_at_least(Some(index), "linearizable read")
-                    .await
-                {
-                    Ok(_) => Ok(Attempt::Done(Routed { value: (), leader })),
-                    Err(e) => Ok(Attempt::Retry(format!("applying to {index}: {e}"))),
+                },
+            )
+            .await?;
+        Ok(routed.leader)
+    }
+
+    /// Makes a membership change in `group` through its leader. Adding a
+    /// learner waits until it has caught up, so it may take as long as
+    /// copying the group's data: up to `MEMBERSHIP_TIMEOUT_MS`.
+    pub async fn change_membership(
+        &self,
+        group: GroupId,
+        change: MembershipChange,
+    ) -> Result<u64, RouteError> {
+        let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
+        let timeout = Duration::from_millis(MEMBERSHIP_TIMEOUT_MS);
+        let routed = self
+            .route(group, raft, timeout, |leader, addr, remaining| {
+                let change = change.clone();
+                async move {
+                    let outcome = match addr {
+                        None => {
+                            match tokio::time::timeout(remaining, cluster::change(raft, change))
+                                .await
+                            {
+                                Ok(result) => result,
+                                Err(_) => return Ok(Attempt::Retry("change timed out".into())),
+                            }
+                        }
+                        Some(addr) => {
+                            match self
+                                .leaders
+                                .membership(&addr, group, &change, remaining)
+                                .await
+                            {
+                                Ok(result) => result,
+                                Err(failed) => return Ok(Attempt::Retry(failed.to_string())),
+                            }
+                        }
+                    };
+                    settle(group, leader, outcome)
                 }
             })
             .await?;
         Ok(routed.leader)
+    }
+
+    /// Adds node `id` (RPC address `addr`) to every group: first as a
+    /// learner everywhere (each catches up), then as a voter everywhere.
+    /// Safe to repeat.
+    pub async fn add_node(&self, id: u64, addr: &str) -> Result<(), RouteError> {
+        let groups: Vec<GroupId> = self.groups().collect();
+        for g in &groups {
+            let change = MembershipChange::AddLearner {
+                id,
+                addr: addr.to_string(),
+            };
+            self.change_membership(*g, change).await?;
+        }
+        for g in &groups {
+            let ids = BTreeSet::from([id]);
+            self.change_membership(*g, MembershipChange::Promote { ids })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes node `id` from every group. Safe to repeat.
+    pub async fn remove_node(&self, id: u64) -> Result<(), RouteError> {
+        let groups: Vec<GroupId> = self.groups().collect();
+        for g in groups {
+            let ids = BTreeSet::from([id]);
+            self.change_membership(g, MembershipChange::Remove { ids })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn route_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.route_timeout_ms)
     }
 
     /// The group's leader as this node knows it, with its address when it
@@ -154,6 +245,7 @@ impl Node {
         &'a self,
         group: GroupId,
         raft: &'a GroupRaft,
+        timeout: Duration,
         attempt: F,
     ) -> Result<Routed<T>, RouteError>
     where
@@ -161,7 +253,7 @@ impl Node {
         Fut: std::future::Future<Output = Result<Attempt<Routed<T>>, RouteError>>,
     {
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(self.config.route_timeout_ms);
+        let deadline = started + timeout;
         let mut last = String::from("no leader elected yet");
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

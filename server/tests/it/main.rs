@@ -2,6 +2,7 @@
 //! over HTTP on 127.0.0.1.
 
 mod failover;
+mod membership;
 mod serve;
 mod support;
 mod v1_messages;
