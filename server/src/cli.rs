@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin_client::AdminArgs;
 use crate::config::{ServeArgs, ServeConfig};
+use crate::dev_cluster::DevClusterArgs;
 
 /// Sluice: a replicated message queue with a built-in token server.
 #[derive(Debug, Parser)]
@@ -20,12 +22,24 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (with no flags: a single-node cluster on 127.0.0.1:8080).
     Serve(ServeArgs),
+    /// Run a local cluster on loopback (child processes; Ctrl-C stops it).
+    DevCluster(DevClusterArgs),
+    /// Operators' commands over HTTP (cluster status, nodes, queues).
+    Admin(AdminArgs),
 }
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::DevCluster(args) => match runtime() {
+            Ok(rt) => rt.block_on(crate::dev_cluster::run(args)),
+            Err(code) => code,
+        },
+        Command::Admin(args) => match runtime() {
+            Ok(rt) => rt.block_on(crate::admin_client::run(args)),
+            Err(code) => code,
+        },
         Command::Serve(args) => {
             let config = match ServeConfig::resolve(args) {
                 Ok(c) => c,
@@ -35,15 +49,9 @@ pub fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_json);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("sluice: starting the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(crate::startup::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -56,11 +64,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sluice: starting the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// Logs to stderr: human-readable, or JSON lines; `RUST_LOG` filters
-/// (default `info`).
+/// (default `info`, openraft's own at `warn`).
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -3,9 +3,11 @@
 //! and the command line. `main.rs` only calls [`cli::main`].
 
 pub mod admin;
+pub mod admin_client;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dev_cluster;
 pub mod http;
 pub mod secrets;
 pub mod startup;
