@@ -183,6 +183,13 @@ async fn start_cluster(
             Err(e) => return Err(e.into()),
         }
     }
+    // Hand the groups this node leads to their preferred leaders, so the
+    // load spreads over the nodes (best effort: an election follows).
+    match node.spread_leaders().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(groups = n, "handed leadership to preferred nodes"),
+        Err(e) => tracing::warn!(error = %e, "spreading leaders"),
+    }
     for (app, key) in &config.app_keys {
         add_app_key(state, app, key).await?;
     }
