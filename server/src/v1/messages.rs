@@ -23,11 +23,10 @@ use sluice_raft::{PartitionId, PartitionKey};
 
 use crate::cluster::Led;
 use crate::http::AppState;
-use crate::v1::auth::Credentials;
 use crate::v1::error::V1Error;
 use crate::v1::params::{self, Params, int_in, partition_id, partition_number};
 use crate::v1::queues::ensure_partitions;
-use crate::v1::{lookup, read_body};
+use crate::v1::{lookup_queue, read_body};
 
 /// Default time to live: 3 days.
 pub const TTL_SECS_DEFAULT: u64 = 259_200;
@@ -57,10 +56,8 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
-    found.caller?.require_app(&app)?;
+    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
+    caller?.require_app(&app)?;
     let bytes = read_body(&state, body).await?;
     let partitions = queue.settings.partitions;
     let mut pick = PartitionPicker::new()?;
@@ -143,10 +140,8 @@ pub async fn read(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
-    found.caller?.may_read(&queue)?;
+    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
+    caller?.may_read(&queue)?;
     let query = Params::parse(query.unwrap_or_default().as_bytes())?;
     let since = match query.get("since") {
         None => Since::Start,
@@ -213,11 +208,9 @@ pub async fn get_by_ids(
     Path((app, name, ids)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
     let ids = params::parse_ids(&ids)?;
-    found.caller?.may_read(&queue)?;
+    caller?.may_read(&queue)?;
     let now = Timestamp::now();
     let count = queue.settings.partitions;
     let led = state
@@ -254,11 +247,9 @@ pub async fn put_by_ids(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
     let ids = params::parse_ids(&ids)?;
-    found.caller?.require_app(&app)?;
+    caller?.require_app(&app)?;
     let count = queue.settings.partitions;
     let mut targets = Vec::with_capacity(ids.len());
     for (n, id) in ids {
@@ -311,11 +302,9 @@ pub async fn delete_by_ids(
     Path((app, name, ids)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    let queue = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
     let ids = params::parse_ids(&ids)?;
-    found.caller?.may_delete(&queue)?;
+    caller?.may_delete(&queue)?;
     let count = queue.settings.partitions;
     let ids: Vec<(PartitionId, MessageId)> = ids
         .into_iter()

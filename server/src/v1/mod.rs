@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use sluice_raft::meta::command::Queue;
 
@@ -92,6 +92,20 @@ pub async fn lookup(
         caller,
         queue: found,
     })
+}
+
+/// Looks up the queue a path names (404s first) and the caller, whose
+/// credentials the handler checks next.
+pub async fn lookup_queue(
+    state: &AppState,
+    app: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<(Queue, Result<Caller, V1Error>), V1Error> {
+    let credentials = Credentials::from_headers(headers);
+    let found = lookup(state, app, Some(name), &credentials).await?;
+    let queue = found.queue.ok_or_else(|| V1Error::no_queue(name))?;
+    Ok((queue, found.caller))
 }
 
 /// Reads a request body up to the configured limit (413 past it).

@@ -22,7 +22,7 @@ use crate::v1::auth::Credentials;
 use crate::v1::error::V1Error;
 use crate::v1::messages;
 use crate::v1::params::Params;
-use crate::v1::{lookup, read_body};
+use crate::v1::{lookup, lookup_queue, read_body};
 
 /// Most partitions a v1 queue may have.
 pub const PARTITIONS_MAX: u64 = 200;
@@ -136,10 +136,8 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    found.caller?.require_app(&app)?;
-    let current = found.queue.ok_or_else(|| V1Error::no_queue(&name))?;
+    let (current, caller) = lookup_queue(&state, &app, &name, &headers).await?;
+    caller?.require_app(&app)?;
     let form = Params::parse(&read_body(&state, body).await?)?;
     let partitions = form
         .int_in("partitions", 1, PARTITIONS_MAX)?
@@ -189,9 +187,8 @@ pub async fn delete(
     Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, V1Error> {
-    let credentials = Credentials::from_headers(&headers);
-    let found = lookup(&state, &app, Some(&name), &credentials).await?;
-    found.caller?.require_app(&app)?;
+    let (_, caller) = lookup_queue(&state, &app, &name, &headers).await?;
+    caller?.require_app(&app)?;
     let reply = state
         .cluster
         .propose_meta(MetaCommand::DeleteQueue {
