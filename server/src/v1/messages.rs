@@ -74,7 +74,7 @@ pub async fn post(
             None => pick.next(partitions),
         };
         vec![Draft {
-            partition: partition_id(partition).unwrap_or(PartitionId(0)),
+            partition: partition_id(partition, partitions).unwrap_or(PartitionId(0)),
             ttl_secs,
             content_type,
             body: bytes.to_vec(),
@@ -175,7 +175,7 @@ pub async fn read(
             let mut out = Vec::new();
             let mut truncated = false;
             for &n in &numbers {
-                let Some(p) = partition_id(n).filter(|p| p.0 < count) else {
+                let Some(p) = partition_id(n, count) else {
                     continue;
                 };
                 let key = PartitionKey {
@@ -218,7 +218,7 @@ pub async fn get_by_ids(
         .data(queue.group, queue.settings.consistency, |data| {
             let mut out = Vec::new();
             for (n, id) in &ids {
-                let Some(p) = partition_id(*n).filter(|p| p.0 < count) else {
+                let Some(p) = partition_id(*n, count) else {
                     continue;
                 };
                 let key = PartitionKey {
@@ -260,7 +260,7 @@ pub async fn put_by_ids(
                 format!("{} is not a version 1 UUID", params::format_id(&id)),
             ));
         }
-        targets.push((partition_id(n).unwrap_or(PartitionId(0)), id));
+        targets.push((partition_id(n, count).unwrap_or(PartitionId(0)), id));
     }
     let ttl_secs = ttl_header(&headers)?;
     let bytes = read_body(&state, body).await?;
@@ -281,19 +281,11 @@ pub async fn put_by_ids(
             body: bytes.to_vec(),
         })
         .collect();
-    let led = propose_repairing(
-        &state,
-        &queue,
-        DataCommand::Put {
-            queue: queue.id,
-            messages,
-        },
-    )
-    .await?;
-    match led.value {
-        DataReply::Done => Ok(routed(Json(json!({"status": "ok"})).into_response(), &led)),
-        ref other => Err(unexpected(other)),
-    }
+    let command = DataCommand::Put {
+        queue: queue.id,
+        messages,
+    };
+    propose_done(&state, &queue, command).await
 }
 
 /// `DELETE /v1/{app}/{queue}/{ids}`: deletes the listed messages.
@@ -308,24 +300,16 @@ pub async fn delete_by_ids(
     let count = queue.settings.partitions;
     let ids: Vec<(PartitionId, MessageId)> = ids
         .into_iter()
-        .filter_map(|(n, id)| partition_id(n).filter(|p| p.0 < count).map(|p| (p, id)))
+        .filter_map(|(n, id)| partition_id(n, count).map(|p| (p, id)))
         .collect();
     if ids.is_empty() {
         return Ok(Json(json!({"status": "ok"})).into_response());
     }
-    let led = propose_repairing(
-        &state,
-        &queue,
-        DataCommand::Delete {
-            queue: queue.id,
-            ids,
-        },
-    )
-    .await?;
-    match led.value {
-        DataReply::Done => Ok(routed(Json(json!({"status": "ok"})).into_response(), &led)),
-        ref other => Err(unexpected(other)),
-    }
+    let command = DataCommand::Delete {
+        queue: queue.id,
+        ids,
+    };
+    propose_done(&state, &queue, command).await
 }
 
 /// The number of live messages in all of a queue's partitions (a full
@@ -370,6 +354,20 @@ async fn propose_repairing(
             Ok(state.cluster.propose_data(queue.group, command).await?)
         }
         _ => Ok(led),
+    }
+}
+
+/// Proposes a command whose success is `Done` (put, delete) and answers
+/// `{"status": "ok"}` with the routing headers.
+async fn propose_done(
+    state: &AppState,
+    queue: &Queue,
+    command: DataCommand,
+) -> Result<Response, V1Error> {
+    let led = propose_repairing(state, queue, command).await?;
+    match led.value {
+        DataReply::Done => Ok(routed(Json(json!({"status": "ok"})).into_response(), &led)),
+        ref other => Err(unexpected(other)),
     }
 }
 
@@ -525,7 +523,7 @@ fn parse_batch(
             }
         };
         drafts.push(Draft {
-            partition: partition_id(partition).unwrap_or(PartitionId(0)),
+            partition: partition_id(partition, partitions).unwrap_or(PartitionId(0)),
             ttl_secs,
             content_type: None,
             body,

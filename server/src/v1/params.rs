@@ -89,9 +89,13 @@ fn digits(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A v1 partition number (from 1) as a partition id (from 0).
-pub fn partition_id(number: u32) -> Option<PartitionId> {
-    number.checked_sub(1).map(PartitionId)
+/// A v1 partition number (from 1) as the id (from 0) of one of a queue's
+/// `partitions`; `None` outside `1..=partitions`.
+pub fn partition_id(number: u32, partitions: u32) -> Option<PartitionId> {
+    number
+        .checked_sub(1)
+        .filter(|p| *p < partitions)
+        .map(PartitionId)
 }
 
 /// A partition id as its v1 number.
@@ -243,8 +247,9 @@ mod tests {
         );
         assert_eq!(p.int_in("zz", 1, 1).map_err(|e| e.message), Ok(None));
         assert!(!p.flag("c") && !p.flag("d") && p.flag("e") && !p.flag("f") && !p.flag("zz"));
-        assert_eq!(partition_id(1), Some(PartitionId(0)));
-        assert_eq!(partition_id(0), None);
+        assert_eq!(partition_id(1, 1), Some(PartitionId(0)));
+        assert_eq!(partition_id(0, 1), None);
+        assert_eq!(partition_id(2, 1), None);
         assert_eq!(partition_number(PartitionId(0)), 1);
     }
 }
