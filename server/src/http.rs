@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::cluster::Cluster;
 use crate::v1::error::V1Error;
+use crate::v2::coordinator::Coordinator;
 
 /// Default largest request body: 16 MiB.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
@@ -26,7 +27,14 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// Per-partition cap of a v1 read without `limit`.
     pub read_cap: usize,
+    /// Longest long-poll wait; longer `wait_ms` are cut to it.
+    pub wait_ms_max: u64,
+    /// How long a request waits for a group leader before a 503.
+    pub route_timeout_ms: u64,
 }
+
+/// Default longest long-poll wait: 30 s.
+pub const WAIT_MS_MAX_DEFAULT: u64 = 30_000;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -39,6 +47,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The operators' key.
     pub admin_key: Arc<str>,
+    /// Consumer-group sessions and positions of the groups this node leads.
+    pub coordinator: Arc<Coordinator>,
+    /// HTTP client for forwarding consumer-group requests to leaders.
+    pub forwarder: reqwest::Client,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.
@@ -46,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     let raft = state.cluster.node().router();
     Router::new()
         .merge(crate::v1::router())
+        .merge(crate::v2::router())
         .merge(crate::admin::router())
         .route("/__heartbeat__", get(heartbeat))
         .route("/__lbheartbeat__", get(lb_heartbeat))

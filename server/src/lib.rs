@@ -1,4 +1,4 @@
-//! The `sluice` server: the HTTP APIs (Queuey v1 so far), authentication,
+//! The `sluice` server: the HTTP APIs (Queuey v1 and the native v2), authentication,
 //! routing to group leaders (through `sluice-raft`'s node), configuration
 //! and the command line. `main.rs` only calls [`cli::main`].
 
@@ -12,3 +12,4 @@ pub mod http;
 pub mod secrets;
 pub mod startup;
 pub mod v1;
+pub mod v2;

@@ -25,8 +25,9 @@ use tokio::sync::watch;
 
 use crate::cluster::{Cluster, ClusterFailure};
 use crate::config::ServeConfig;
-use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits};
+use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits, WAIT_MS_MAX_DEFAULT};
 use crate::secrets;
+use crate::v2::coordinator::{Coordinator, SWEEP_INTERVAL_MS};
 
 /// The application every new cluster starts with.
 pub const DEFAULT_APP: &str = "default";
@@ -98,18 +99,27 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
 
     let mut node_config = NodeConfig::new(config.node_id, addr, data_dir.clone(), secret);
     node_config.data_groups = config.groups;
+    let route_timeout_ms = node_config.route_timeout_ms;
     let node = Arc::new(Node::open(node_config, Arc::new(FileDisk)).await?);
     let state = AppState {
         cluster: Cluster::new(Arc::clone(&node)),
         limits: Limits {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             read_cap: config.read_cap,
+            wait_ms_max: WAIT_MS_MAX_DEFAULT,
+            route_timeout_ms,
         },
         ready: Arc::new(AtomicBool::new(false)),
         admin_key: Arc::from(admin_key.as_str()),
+        coordinator: Arc::new(Coordinator::default()),
+        forwarder: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| StartError::Setting(format!("the HTTP client: {e}")))?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
+    tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
     let server = {
         let app = crate::http::router(state.clone());
         let mut stop = stop_rx.clone();
@@ -302,4 +312,16 @@ async fn wait_for_signal(stop: watch::Sender<bool>) {
     }
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop.send(true);
+}
+
+/// Expires consumer sessions in the groups this node leads, until stopped.
+async fn sweep_sessions(state: AppState, stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.coordinator.sweep(&state.cluster).await,
+            _ = stopped(stop.clone()) => return,
+        }
+    }
 }

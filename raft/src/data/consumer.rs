@@ -129,6 +129,16 @@ impl Member {
     fn assignment(&self) -> Vec<PartitionId> {
         self.owned.intersection(&self.target).copied().collect()
     }
+
+    fn view(&self, id: MemberId) -> MemberView {
+        MemberView {
+            id,
+            epoch: self.epoch,
+            partitions: self.assignment(),
+            session_timeout_ms: self.session_timeout_ms,
+            revoking: !self.owned.is_subset(&self.target),
+        }
+    }
 }
 
 /// One consumer group on one queue.
@@ -139,11 +149,27 @@ pub struct Group {
     start: StartPolicy,
 }
 
+/// One member as operators and the coordinator see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member.
+    pub id: MemberId,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Partitions it may consume at this epoch.
+    pub partitions: Vec<PartitionId>,
+    /// Its session timeout.
+    pub session_timeout_ms: u32,
+    /// Whether it still owns partitions its epoch revoked: it must
+    /// acknowledge the epoch before they move.
+    pub revoking: bool,
+}
+
 /// A group's state as operators and the poll path see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupView {
-    /// Members: (id, epoch, partitions it may consume, session timeout).
-    pub members: Vec<(MemberId, u64, Vec<PartitionId>, u32)>,
+    /// Members, by id.
+    pub members: Vec<MemberView>,
     /// Committed next offsets.
     pub committed: BTreeMap<PartitionId, Offset>,
     /// The start policy.
@@ -274,13 +300,19 @@ impl ConsumerGroups {
     pub fn view(&self, queue: QueueId, group: &str) -> Option<GroupView> {
         let g = self.groups.get(&(queue, group.to_string()))?;
         Some(GroupView {
-            members: g
-                .members
-                .iter()
-                .map(|(id, m)| (*id, m.epoch, m.assignment(), m.session_timeout_ms))
-                .collect(),
+            members: g.members.iter().map(|(id, m)| m.view(*id)).collect(),
             committed: g.committed.clone(),
             start: g.start,
+        })
+    }
+
+    /// Every member of every group: (queue, group name, member), for the
+    /// leader's session bookkeeping.
+    pub fn all_members(&self) -> impl Iterator<Item = (QueueId, &str, MemberView)> + '_ {
+        self.groups.iter().flat_map(|((q, name), g)| {
+            g.members
+                .iter()
+                .map(move |(id, m)| (*q, name.as_str(), m.view(*id)))
         })
     }
 
@@ -456,8 +488,12 @@ mod tests {
         owners_are_exclusive(&groups);
         // Member 1's view shrinks at once (a new epoch) ...
         let view = groups.view(Q, "g").expect("group");
-        assert_eq!(view.members[0].1, 2);
-        assert_eq!(view.members[0].2, vec![PartitionId(0), PartitionId(1)]);
+        assert_eq!(view.members[0].epoch, 2);
+        assert_eq!(
+            view.members[0].partitions,
+            vec![PartitionId(0), PartitionId(1)]
+        );
+        assert!(view.members[0].revoking);
         // ... an ack of the old epoch changes nothing ...
         ack(&mut groups, 1, 1, 4);
         assert_eq!(ack(&mut groups, 2, 1, 4), (1, vec![]));
@@ -490,13 +526,14 @@ mod tests {
             )
             .expect("leave");
         let view = groups.view(Q, "g").expect("group");
-        let assigned: Vec<Vec<PartitionId>> = view.members.iter().map(|m| m.2.clone()).collect();
+        let assigned: Vec<Vec<PartitionId>> =
+            view.members.iter().map(|m| m.partitions.clone()).collect();
         assert_eq!(
             assigned,
             vec![vec![PartitionId(0), PartitionId(2)], vec![PartitionId(1)]],
             "partition 2 went straight to member 1, and nobody else moved"
         );
-        assert!(view.members[0].1 > e1);
+        assert!(view.members[0].epoch > e1);
         owners_are_exclusive(&groups);
     }
 
@@ -533,7 +570,7 @@ mod tests {
         join(&mut groups, 1, 1);
         groups.partitions_changed(Q, 3);
         let view = groups.view(Q, "g").expect("group");
-        assert_eq!(view.members[0].2.len(), 3);
+        assert_eq!(view.members[0].partitions.len(), 3);
         let long = groups.apply(
             Q,
             3,

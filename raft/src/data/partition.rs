@@ -7,7 +7,7 @@
 //! latest version, so a reader shows a record only if it is that latest
 //! version. Records carry reserved headers (names starting with `:`, which
 //! clients may not use): `:k` = `t` marks a tombstone, `:ct` holds the
-//! content type.
+//! content type, `:key` a native producer's message key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,9 @@ pub const KIND_HEADER: &str = ":k";
 pub const KIND_TOMBSTONE: &[u8] = b"t";
 /// Header holding the content type.
 pub const CONTENT_TYPE_HEADER: &str = ":ct";
+/// Header holding a native producer's message key (the one reserved name
+/// a proposal may carry: the edge sets it from the request's `key`).
+pub const KEY_HEADER: &str = ":key";
 /// How many records after an id's time a lookup scans for it.
 const ID_SCAN_RECORDS_MAX: u64 = 4_096;
 
@@ -94,7 +97,8 @@ impl Partition {
     /// the reserved header names, so a request is refused before any of it
     /// is appended.
     pub fn check_message(message: &NewMessage) -> Result<(), String> {
-        if let Some((name, _)) = message.headers.iter().find(|(k, _)| k.starts_with(':')) {
+        let reserved = |k: &String| k.starts_with(':') && k != KEY_HEADER;
+        if let Some((name, _)) = message.headers.iter().find(|(k, _)| reserved(k)) {
             return Err(format!(
                 "header {name:?}: names starting with ':' are reserved"
             ));

@@ -42,6 +42,7 @@ use crate::wal::{Wal, WalError};
 
 mod routing;
 mod status;
+mod watch;
 
 pub use routing::{MEMBERSHIP_TIMEOUT_MS, RouteError, Routed};
 pub use status::GroupStatus;

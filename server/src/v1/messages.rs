@@ -339,7 +339,7 @@ pub async fn live_count(state: &AppState, queue: &Queue) -> Result<u64, V1Error>
 /// its partitions) because a create or grow was cut short after the meta
 /// step, completes that step and proposes again. The refused attempt
 /// wrote nothing, so the second one cannot duplicate it.
-async fn propose_repairing(
+pub async fn propose_repairing(
     state: &AppState,
     queue: &Queue,
     command: DataCommand,
@@ -571,7 +571,11 @@ fn ttl_header(headers: &HeaderMap) -> Result<u64, V1Error> {
     }
 }
 
-fn header_text(headers: &HeaderMap, name: impl Into<Option<header::HeaderName>>) -> Option<String> {
+/// A header's value as trimmed text (lossy), if present.
+pub fn header_text(
+    headers: &HeaderMap,
+    name: impl Into<Option<header::HeaderName>>,
+) -> Option<String> {
     let name = name.into()?;
     headers
         .get(name)
@@ -579,7 +583,7 @@ fn header_text(headers: &HeaderMap, name: impl Into<Option<header::HeaderName>>)
 }
 
 /// `application/json`, without case and ignoring parameters.
-fn is_json(content_type: &str) -> bool {
+pub fn is_json(content_type: &str) -> bool {
     content_type
         .split(';')
         .next()

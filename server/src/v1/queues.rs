@@ -96,11 +96,31 @@ pub async fn create(
         consistency: parse_consistency(&form)?.unwrap_or_default(),
         principles: parse_principles(&form)?.unwrap_or_default(),
     };
+    let queue = create_queue(&state, &app, &name, settings).await?;
+    let body = json!({
+        "status": "ok",
+        "queue_name": queue.name,
+        "partitions": queue.settings.partitions,
+        "type": type_name(queue.settings.queue_type),
+        "consistency": consistency_name(queue.settings.consistency),
+        "principles": queue.settings.principles,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Creates a queue in the meta group, then its partitions in its data
+/// group (409 when the name is taken).
+pub async fn create_queue(
+    state: &AppState,
+    app: &str,
+    name: &str,
+    settings: QueueSettings,
+) -> Result<Queue, V1Error> {
     let reply = state
         .cluster
         .propose_meta(MetaCommand::CreateQueue {
-            app: app.clone(),
-            name: name.clone(),
+            app: app.to_string(),
+            name: name.to_string(),
             settings,
             pinned_group: None,
         })
@@ -116,16 +136,8 @@ pub async fn create(
         }
         other => return Err(refused(other)),
     };
-    ensure_partitions(&state, &queue).await?;
-    let body = json!({
-        "status": "ok",
-        "queue_name": queue.name,
-        "partitions": queue.settings.partitions,
-        "type": type_name(queue.settings.queue_type),
-        "consistency": consistency_name(queue.settings.consistency),
-        "principles": queue.settings.principles,
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    ensure_partitions(state, &queue).await?;
+    Ok(queue)
 }
 
 /// `PUT /v1/{app}/{queue}`: changes the settings given; the rest keep
@@ -153,23 +165,15 @@ pub async fn update(
             ),
         ));
     }
-    let reply = state
-        .cluster
-        .propose_meta(MetaCommand::UpdateQueue {
-            app: app.clone(),
-            name: name.clone(),
-            partitions,
-            queue_type: parse_type(&form)?,
-            consistency: parse_consistency(&form)?,
-            principles: parse_principles(&form)?,
-        })
-        .await?;
-    let queue = match reply {
-        MetaReply::Queue(q) => q,
-        MetaReply::Refused(MetaRefusal::UnknownQueue(_)) => return Err(V1Error::no_queue(&name)),
-        other => return Err(refused(other)),
+    let command = MetaCommand::UpdateQueue {
+        app: app.clone(),
+        name: name.clone(),
+        partitions,
+        queue_type: parse_type(&form)?,
+        consistency: parse_consistency(&form)?,
+        principles: parse_principles(&form)?,
     };
-    ensure_partitions(&state, &queue).await?;
+    let queue = update_queue(&state, command).await?;
     let body = json!({
         "status": "ok",
         "queue_name": queue.name,
@@ -181,6 +185,22 @@ pub async fn update(
     Ok(Json(body).into_response())
 }
 
+/// Applies an `UpdateQueue` command, then grows the data group's
+/// partitions to match.
+pub async fn update_queue(state: &AppState, command: MetaCommand) -> Result<Queue, V1Error> {
+    let name = match &command {
+        MetaCommand::UpdateQueue { name, .. } => name.clone(),
+        _ => return Err(refused(MetaReply::Done)),
+    };
+    let queue = match state.cluster.propose_meta(command).await? {
+        MetaReply::Queue(q) => q,
+        MetaReply::Refused(MetaRefusal::UnknownQueue(_)) => return Err(V1Error::no_queue(&name)),
+        other => return Err(refused(other)),
+    };
+    ensure_partitions(state, &queue).await?;
+    Ok(queue)
+}
+
 /// `DELETE /v1/{app}/{queue}`: deletes the queue and its messages.
 pub async fn delete(
     State(state): State<AppState>,
@@ -189,16 +209,23 @@ pub async fn delete(
 ) -> Result<Response, V1Error> {
     let (_, caller) = lookup_queue(&state, &app, &name, &headers).await?;
     caller?.require_app(&app)?;
+    delete_queue(&state, &app, &name).await?;
+    Ok(Json(json!({"status": "ok"})).into_response())
+}
+
+/// Deletes a queue from the meta group (readers stop seeing it at once),
+/// then drops its partitions in its data group.
+pub async fn delete_queue(state: &AppState, app: &str, name: &str) -> Result<(), V1Error> {
     let reply = state
         .cluster
         .propose_meta(MetaCommand::DeleteQueue {
-            app: app.clone(),
-            name: name.clone(),
+            app: app.to_string(),
+            name: name.to_string(),
         })
         .await?;
     let queue = match reply {
         MetaReply::Queue(q) => q,
-        MetaReply::Refused(MetaRefusal::UnknownQueue(_)) => return Err(V1Error::no_queue(&name)),
+        MetaReply::Refused(MetaRefusal::UnknownQueue(_)) => return Err(V1Error::no_queue(name)),
         other => return Err(refused(other)),
     };
     let dropped = state
@@ -208,7 +235,7 @@ pub async fn delete(
     if let DataReply::Refused(r) = dropped.value {
         tracing::warn!(queue = %name, refusal = %r, "data group refused to drop a deleted queue");
     }
-    Ok(Json(json!({"status": "ok"})).into_response())
+    Ok(())
 }
 
 /// Makes the queue's data group hold all its partitions (creating them,
@@ -255,7 +282,8 @@ fn refused(reply: MetaReply) -> V1Error {
     }
 }
 
-fn check_queue_name(name: &str) -> Result<String, V1Error> {
+/// The name if it is a valid queue name (400 otherwise).
+pub fn check_queue_name(name: &str) -> Result<String, V1Error> {
     if sluice_raft::meta::machine::valid_name(name) {
         Ok(name.to_string())
     } else {
@@ -267,7 +295,7 @@ fn check_queue_name(name: &str) -> Result<String, V1Error> {
 }
 
 /// A new queue name: a random UUID version 4 as 32 lowercase hex digits.
-fn uuid4_hex() -> Result<String, V1Error> {
+pub fn uuid4_hex() -> Result<String, V1Error> {
     let mut b = crate::secrets::random_bytes::<16>().map_err(|e| {
         V1Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -316,6 +344,11 @@ fn parse_principles(form: &Params) -> Result<Option<Vec<String>>, V1Error> {
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
+    check_principles(list).map(Some)
+}
+
+/// Checks a principle list: at most `PRINCIPLES_MAX`, each valid.
+pub fn check_principles(list: Vec<String>) -> Result<Vec<String>, V1Error> {
     if list.len() > PRINCIPLES_MAX {
         return Err(V1Error::bad(
             "principles",
@@ -331,7 +364,7 @@ fn parse_principles(form: &Params) -> Result<Option<Vec<String>>, V1Error> {
             ),
         ));
     }
-    Ok(Some(list))
+    Ok(list)
 }
 
 fn word(s: &str) -> bool {
