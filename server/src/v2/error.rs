@@ -69,11 +69,16 @@ impl IntoResponse for V2Error {
     }
 }
 
-/// The v1 lookups and permission checks are shared; their errors keep
-/// their status and use the v1 error class as the code.
+/// The v1 lookups, permission checks and setting validators are shared:
+/// their errors keep their status; a 400 becomes `InvalidRequest` naming
+/// the field, any other keeps the v1 error class as its code.
 impl From<V1Error> for V2Error {
     fn from(e: V1Error) -> Self {
-        V2Error::new(e.status, e.field, e.message)
+        if e.status == StatusCode::BAD_REQUEST {
+            V2Error::bad(e.field, e.message)
+        } else {
+            V2Error::new(e.status, e.field, e.message)
+        }
     }
 }
 

@@ -7,3 +7,5 @@ mod serve;
 mod support;
 mod v1_messages;
 mod v1_queues;
+mod v2_groups;
+mod v2_messages;

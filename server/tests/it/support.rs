@@ -155,7 +155,26 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A JSON request with the default application's key.
+    pub async fn json(&self, method: &str, path: &str, body: &Value) -> Reply {
+        let auth = self.auth();
+        let ct = [("content-type", "application/json")];
+        self.call(method, path, Some(&auth), &ct, body.to_string())
+            .await
+    }
+}
+
 impl Reply {
+    /// Asserts a native (v2) error answer: its status and code; returns
+    /// the error object.
+    #[track_caller]
+    pub fn expect_code(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status, status, "body: {}", self.json);
+        assert_eq!(self.json["error"]["code"], code, "{}", self.json);
+        &self.json["error"]
+    }
+
     /// Asserts the status and returns the JSON body.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
