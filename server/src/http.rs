@@ -14,6 +14,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use serde_json::json;
 
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 use crate::v1::error::V1Error;
 use crate::v2::coordinator::Coordinator;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub coordinator: Arc<Coordinator>,
     /// HTTP client for forwarding consumer-group requests to leaders.
     pub forwarder: reqwest::Client,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.
@@ -63,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/__heartbeat__", get(heartbeat))
         .route("/__lbheartbeat__", get(lb_heartbeat))
         .route("/__version__", get(version))
+        .route("/metrics", get(crate::metrics::endpoint))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(not_found)
         .with_state(state)
         .merge(raft)

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev_cluster;
 pub mod http;
+pub mod metrics;
 pub mod secrets;
 pub mod startup;
 pub mod v1;

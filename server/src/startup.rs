@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::cluster::{Cluster, ClusterFailure};
 use crate::config::ServeConfig;
 use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits, WAIT_MS_MAX_DEFAULT};
+use crate::metrics::Metrics;
 use crate::secrets;
 use crate::v2::coordinator::{Coordinator, SWEEP_INTERVAL_MS};
 
@@ -116,6 +117,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| StartError::Setting(format!("the HTTP client: {e}")))?,
+        metrics: Arc::new(Metrics::default()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));

@@ -49,11 +49,15 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let result = ticket.sync();
+        let took_us = started.elapsed().as_micros() as u64;
         let outcome = {
             let mut state: std::sync::MutexGuard<'_, WalState> = shared.lock();
             state.stats.flush_rounds += 1;
             state.stats.flushed_writes += callbacks.len() as u64;
+            state.stats.sync_latency_us.observe(took_us);
+            state.stats.batch_size.observe(callbacks.len() as u64);
             state.log.complete_flush(ticket, result)
         };
         match outcome {

@@ -19,6 +19,7 @@
 
 mod flusher;
 mod group;
+mod histogram;
 mod record;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -32,6 +33,14 @@ use sluice_engine::disk::{Disk, FileDisk};
 use sluice_engine::{Batch, EngineError, Log, LogConfig, Offset, Timestamp};
 
 pub use flusher::FlushCallback;
+pub use histogram::Histogram;
+
+/// Upper bounds of the fsync latency histogram, in microseconds.
+pub const SYNC_LATENCY_BOUNDS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Upper bounds of the group-commit batch size histogram, in writes.
+pub const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024];
 use group::GroupLog;
 use record::WalRecord;
 
@@ -88,7 +97,7 @@ pub struct WalGroupState {
 }
 
 /// Group-commit counters, for metrics and benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalStats {
     /// fsync rounds run by the flusher.
     pub flush_rounds: u64,
@@ -100,6 +109,24 @@ pub struct WalStats {
     pub next_offset: Offset,
     /// Number of WAL segments.
     pub segment_count: usize,
+    /// How long each flush round's fsync took, in microseconds.
+    pub sync_latency_us: Histogram,
+    /// How many writes each flush round made durable.
+    pub batch_size: Histogram,
+}
+
+impl Default for WalStats {
+    fn default() -> Self {
+        WalStats {
+            flush_rounds: 0,
+            flushed_writes: 0,
+            start_offset: Offset::default(),
+            next_offset: Offset::default(),
+            segment_count: 0,
+            sync_latency_us: Histogram::new(SYNC_LATENCY_BOUNDS_US),
+            batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
+        }
+    }
 }
 
 pub(crate) struct WalState {
@@ -421,7 +448,7 @@ impl Wal {
             start_offset: state.log.start_offset(),
             next_offset: state.log.next_offset(),
             segment_count: state.log.segment_bases().len(),
-            ..state.stats
+            ..state.stats.clone()
         }
     }
 }

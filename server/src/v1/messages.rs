@@ -92,6 +92,7 @@ pub async fn post(
         }
     }
     let order: Vec<PartitionId> = drafts.iter().map(|d| d.partition).collect();
+    let body_bytes: u64 = drafts.iter().map(|d| d.body.len() as u64).sum();
     let messages: Vec<NewMessage> = drafts
         .into_iter()
         .map(|d| NewMessage {
@@ -129,6 +130,7 @@ pub async fn post(
             })
         })
         .collect();
+    state.metrics.produced(out.len() as u64, body_bytes);
     let body = Json(json!({"status": "ok", "messages": out}));
     Ok(routed((StatusCode::CREATED, body).into_response(), &led))
 }
@@ -173,6 +175,7 @@ pub async fn read(
         .cluster
         .data(queue.group, queue.settings.consistency, |data| {
             let mut out = Vec::new();
+            let mut bytes = 0u64;
             let mut truncated = false;
             for &n in &numbers {
                 let Some(p) = partition_id(n, count) else {
@@ -187,12 +190,14 @@ pub async fn read(
                 };
                 let (records, more) = read_partition(partition, since, descending, limit, now)?;
                 truncated |= more;
+                bytes += records.iter().map(|r| r.payload.len() as u64).sum::<u64>();
                 out.extend(records.iter().map(|r| message_json(r, n)));
             }
-            Ok::<_, EngineError>((out, truncated))
+            Ok::<_, EngineError>((out, bytes, truncated))
         })
         .await?;
-    let (messages, truncated) = led.value.as_ref().map_err(storage_error)?;
+    let (messages, bytes, truncated) = led.value.as_ref().map_err(storage_error)?;
+    state.metrics.consumed(messages.len() as u64, *bytes);
     let mut response = Json(json!({"status": "ok", "messages": messages})).into_response();
     if capped && *truncated {
         response

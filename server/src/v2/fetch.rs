@@ -80,6 +80,8 @@ pub async fn fetch(
     let bounds = ReadBounds::from_query(&query, state.limits.wait_ms_max)?;
     let led = read_waiting(&state, &queue, partition, offset, bounds).await?;
     let chunk = &led.value;
+    let bytes: u64 = chunk.records.iter().map(|r| r.payload.len() as u64).sum();
+    state.metrics.consumed(chunk.records.len() as u64, bytes);
     let messages: Vec<Value> = chunk
         .records
         .iter()

@@ -317,6 +317,7 @@ pub async fn poll(
                 let now = Timestamp::now();
                 let mut messages = Vec::new();
                 let mut delivered = BTreeMap::new();
+                let mut delivered_bytes = 0u64;
                 let (mut left_messages, mut left_bytes) = (bounds.max_messages, bounds.max_bytes);
                 for (&p, &at_offset) in &positions {
                     if left_messages == 0 || left_bytes == 0 {
@@ -334,15 +335,22 @@ pub async fn poll(
                     left_messages -= chunk.records.len();
                     let bytes: usize = chunk.records.iter().map(|r| r.payload.len()).sum();
                     left_bytes = left_bytes.saturating_sub(bytes);
+                    delivered_bytes += bytes as u64;
                     messages.extend(chunk.records.iter().map(|r| chunk::message_json(r, p.0)));
                     if chunk.next_offset != at_offset {
                         delivered.insert(p, chunk.next_offset);
                     }
                 }
-                Ok((me.epoch, me.partitions.clone(), messages, delivered))
+                Ok((
+                    me.epoch,
+                    me.partitions.clone(),
+                    messages,
+                    delivered,
+                    delivered_bytes,
+                ))
             })
             .await?;
-        let (epoch, partitions, messages, delivered) = match polled.value {
+        let (epoch, partitions, messages, delivered, bytes) = match polled.value {
             Ok(found) => found,
             Err(Polled::NoGroup | Polled::NoMember) => return Err(unknown_member(member)),
             Err(Polled::Storage(e)) => {
@@ -354,6 +362,7 @@ pub async fn poll(
             .advance(data_group, at.term, &key, &delivered);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if !messages.is_empty() || remaining.is_zero() {
+            state.metrics.consumed(messages.len() as u64, bytes);
             let partitions: Vec<u32> = partitions.iter().map(|p| p.0).collect();
             return Ok(Json(json!({
                 "member_epoch": epoch,

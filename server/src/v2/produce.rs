@@ -64,6 +64,7 @@ pub async fn produce(
     let partitions = queue.settings.partitions;
     let messages = checked(request.messages, request.producer_id.is_some(), partitions)?;
     let order: Vec<PartitionId> = messages.iter().map(|m| m.partition).collect();
+    let body_bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
     let command = DataCommand::Produce(Produce {
         queue: queue.id,
         producer: request.producer_id.map(ProducerId),
@@ -88,6 +89,7 @@ pub async fn produce(
             })
         })
         .collect();
+    state.metrics.produced(out.len() as u64, body_bytes);
     let body = Json(json!({ "messages": out }));
     Ok(routed((StatusCode::CREATED, body).into_response(), &led))
 }

@@ -3,6 +3,7 @@
 
 mod failover;
 mod membership;
+mod metrics;
 mod serve;
 mod support;
 mod v1_messages;

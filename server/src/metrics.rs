@@ -1,0 +1,421 @@
+//! `GET /metrics`: Prometheus text exposition (version 0.0.4) of this
+//! node: HTTP requests and latency by route and status, messages and bytes
+//! produced and consumed through this node, per-partition offsets and
+//! consumer-group lag on this node's replicas, Raft progress per group,
+//! and the WAL's fsync batch sizes and latency.
+//!
+//! Counters live here (updated by handlers and a route layer); the rest
+//! is read from the node when scraped. Label values are bounded: routes
+//! are path templates, and partition series stop at
+//! `PARTITION_SERIES_MAX` (then `sluice_metrics_truncated` is 1).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sluice_raft::node::{META_GROUP, NodeMachine};
+use sluice_raft::wal::Histogram;
+use sluice_raft::{PartitionId, PartitionKey};
+
+use crate::http::AppState;
+
+/// Upper bounds of the request latency histogram, in microseconds.
+const LATENCY_BOUNDS_US: &[u64] = &[
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 10_000_000, 30_000_000,
+];
+/// Most per-partition (and per consumer-group partition) series.
+pub const PARTITION_SERIES_MAX: usize = 10_000;
+
+/// This node's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    produced_messages: AtomicU64,
+    produced_bytes: AtomicU64,
+    consumed_messages: AtomicU64,
+    consumed_bytes: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts messages acknowledged to a producer through this node.
+    pub fn produced(&self, messages: u64, bytes: u64) {
+        self.produced_messages
+            .fetch_add(messages, Ordering::Relaxed);
+        self.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts messages delivered to a reader through this node.
+    pub fn consumed(&self, messages: u64, bytes: u64) {
+        self.consumed_messages
+            .fetch_add(messages, Ordering::Relaxed);
+        self.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn observe(&self, route: &str, method: &str, status: u16, micros: u64) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        requests
+            .entry((route.to_string(), method.to_string(), status))
+            .or_insert_with(|| Histogram::new(LATENCY_BOUNDS_US))
+            .observe(micros);
+    }
+}
+
+/// A route layer: times every request that matched a route.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let micros = started.elapsed().as_micros() as u64;
+    state
+        .metrics
+        .observe(&route, &method, response.status().as_u16(), micros);
+    response
+}
+
+/// `GET /metrics`.
+pub async fn endpoint(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&state),
+    )
+        .into_response()
+}
+
+/// The exposition text.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    let m = &state.metrics;
+    {
+        let requests = m.requests.lock().unwrap_or_else(|p| p.into_inner());
+        header(
+            &mut out,
+            "sluice_http_requests_total",
+            "counter",
+            "HTTP requests by route, method and status.",
+        );
+        for ((route, method, status), h) in requests.iter() {
+            let labels = format!(
+                "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                escape(route)
+            );
+            let _ = writeln!(out, "sluice_http_requests_total{{{labels}}} {}", h.count());
+        }
+        header(
+            &mut out,
+            "sluice_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency.",
+        );
+        for ((route, method, status), h) in requests.iter() {
+            let labels = format!(
+                "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                escape(route)
+            );
+            histogram(
+                &mut out,
+                "sluice_http_request_duration_seconds",
+                &labels,
+                h,
+                1e-6,
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "sluice_produced_messages_total",
+            "Messages acknowledged to producers through this node.",
+            &m.produced_messages,
+        ),
+        (
+            "sluice_produced_bytes_total",
+            "Body bytes acknowledged to producers through this node.",
+            &m.produced_bytes,
+        ),
+        (
+            "sluice_consumed_messages_total",
+            "Messages delivered to readers through this node.",
+            &m.consumed_messages,
+        ),
+        (
+            "sluice_consumed_bytes_total",
+            "Body bytes delivered to readers through this node.",
+            &m.consumed_bytes,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    raft(&mut out, state);
+    wal(&mut out, state);
+    let truncated = partitions(&mut out, state);
+    header(
+        &mut out,
+        "sluice_metrics_truncated",
+        "gauge",
+        "1 when partition series were cut at the bound.",
+    );
+    let _ = writeln!(out, "sluice_metrics_truncated {}", u8::from(truncated));
+    out
+}
+
+fn raft(out: &mut String, state: &AppState) {
+    let node = state.cluster.node();
+    let statuses: Vec<_> = node.groups().filter_map(|g| node.status(g)).collect();
+    type Field = fn(&sluice_raft::node::GroupStatus) -> u64;
+    let fields: [(&str, &str, Field); 4] = [
+        ("sluice_raft_term", "The current term.", |s| s.term),
+        (
+            "sluice_raft_last_log_index",
+            "This replica's last log index.",
+            |s| s.last_log_index.unwrap_or(0),
+        ),
+        (
+            "sluice_raft_committed_index",
+            "The committed index this replica knows.",
+            |s| s.committed_index.unwrap_or(0),
+        ),
+        (
+            "sluice_raft_applied_index",
+            "This replica's applied index.",
+            |s| s.applied_index.unwrap_or(0),
+        ),
+    ];
+    for (name, help, field) in fields {
+        header(out, name, "gauge", help);
+        for s in &statuses {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", s.group, field(s));
+        }
+    }
+    let name = "sluice_raft_is_leader";
+    header(out, name, "gauge", "1 when this node leads the group.");
+    for s in &statuses {
+        let leads = u8::from(s.leader == Some(node.id()));
+        let _ = writeln!(out, "{name}{{group=\"{}\"}} {leads}", s.group);
+    }
+}
+
+fn wal(out: &mut String, state: &AppState) {
+    let stats = state.cluster.node().wal().stats();
+    header(
+        out,
+        "sluice_wal_fsync_seconds",
+        "histogram",
+        "Latency of each group-commit fsync of the node WAL.",
+    );
+    histogram(
+        out,
+        "sluice_wal_fsync_seconds",
+        "",
+        &stats.sync_latency_us,
+        1e-6,
+    );
+    header(
+        out,
+        "sluice_wal_fsync_batch_writes",
+        "histogram",
+        "Writes made durable by each group-commit fsync.",
+    );
+    histogram(
+        out,
+        "sluice_wal_fsync_batch_writes",
+        "",
+        &stats.batch_size,
+        1.0,
+    );
+    header(
+        out,
+        "sluice_wal_segments",
+        "gauge",
+        "Segments in the node WAL.",
+    );
+    let _ = writeln!(out, "sluice_wal_segments {}", stats.segment_count);
+}
+
+/// Per-partition offsets and consumer lag on this node's replicas; says
+/// whether series were cut at the bound.
+fn partitions(out: &mut String, state: &AppState) -> bool {
+    let node = state.cluster.node();
+    // Names from this node's meta replica (a scrape needs no quorum).
+    let names: BTreeMap<sluice_raft::QueueId, (String, String)> = node
+        .machine(META_GROUP)
+        .map(|sm| match sm.read().machine() {
+            NodeMachine::Meta(meta) => meta
+                .state()
+                .all_queues()
+                .map(|q| (q.id, (q.app.clone(), q.name.clone())))
+                .collect(),
+            NodeMachine::Data(_) => BTreeMap::new(),
+        })
+        .unwrap_or_default();
+    let mut offsets = String::new();
+    let mut lags = String::new();
+    let mut series = 0usize;
+    let mut truncated = false;
+    for group in node.groups().filter(|g| *g != META_GROUP) {
+        let Some(sm) = node.machine(group) else {
+            continue;
+        };
+        let hosted = sm.read();
+        let NodeMachine::Data(data) = hosted.machine() else {
+            continue;
+        };
+        for (&queue, &count) in data.queues() {
+            let Some((app, name)) = names.get(&queue) else {
+                continue;
+            };
+            let labels = format!("app=\"{}\",queue=\"{}\"", escape(app), escape(name));
+            let mut ends = Vec::with_capacity(count as usize);
+            for p in 0..count {
+                let key = PartitionKey {
+                    queue,
+                    partition: PartitionId(p),
+                };
+                let Some(part) = data.partition(key) else {
+                    continue;
+                };
+                let log = part.log();
+                ends.push(log.next_offset().0);
+                series += 1;
+                if series > PARTITION_SERIES_MAX {
+                    truncated = true;
+                    continue;
+                }
+                let l = format!("{labels},partition=\"{p}\"");
+                let _ = writeln!(
+                    offsets,
+                    "sluice_partition_end_offset{{{l}}} {}",
+                    log.next_offset().0
+                );
+                let _ = writeln!(
+                    offsets,
+                    "sluice_partition_start_offset{{{l}}} {}",
+                    log.start_offset().0
+                );
+                let _ = writeln!(
+                    offsets,
+                    "sluice_partition_bytes{{{l}}} {}",
+                    log.size_bytes()
+                );
+            }
+            for consumer in data.consumers().names(queue) {
+                let Some(view) = data.consumers().view(queue, &consumer) else {
+                    continue;
+                };
+                for (p, end) in ends.iter().enumerate() {
+                    series += 1;
+                    if series > PARTITION_SERIES_MAX {
+                        truncated = true;
+                        break;
+                    }
+                    let committed = view
+                        .committed
+                        .get(&PartitionId(p as u32))
+                        .map_or(0, |o| o.0);
+                    let _ = writeln!(
+                        lags,
+                        "sluice_consumer_group_lag{{{labels},group=\"{}\",partition=\"{p}\"}} {}",
+                        escape(&consumer),
+                        end.saturating_sub(committed)
+                    );
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "sluice_partition_end_offset",
+        "gauge",
+        "One past the last offset of a partition on this replica.",
+    );
+    header(
+        out,
+        "sluice_partition_start_offset",
+        "gauge",
+        "The first offset still in a partition on this replica.",
+    );
+    header(
+        out,
+        "sluice_partition_bytes",
+        "gauge",
+        "Bytes of a partition's log on this replica.",
+    );
+    out.push_str(&offsets);
+    header(
+        out,
+        "sluice_consumer_group_lag",
+        "gauge",
+        "Messages between a consumer group's committed offset and the partition end.",
+    );
+    out.push_str(&lags);
+    truncated
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a histogram's buckets, sum and count; `scale` turns its units
+/// into the metric's (microseconds to seconds: 1e-6).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram, scale: f64) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let cumulative = h.cumulative();
+    for (bound, count) in h.bounds().iter().zip(&cumulative) {
+        let le = *bound as f64 * scale;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        h.count()
+    );
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum() as f64 * scale);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count());
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_an_infinite_bucket() {
+        let mut h = Histogram::new(&[1_000, 10_000]);
+        h.observe(500);
+        h.observe(20_000);
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", "a=\"b\"", &h, 1e-6);
+        assert_eq!(
+            out,
+            "x_seconds_bucket{a=\"b\",le=\"0.001\"} 1\n\
+             x_seconds_bucket{a=\"b\",le=\"0.01\"} 1\n\
+             x_seconds_bucket{a=\"b\",le=\"+Inf\"} 2\n\
+             x_seconds_sum{a=\"b\"} 0.0205\n\
+             x_seconds_count{a=\"b\"} 2\n"
+        );
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
