@@ -21,6 +21,10 @@ pub const GROUPS_DEFAULT: u32 = 4;
 pub const READ_CAP_DEFAULT: usize = 10_000;
 /// Largest configurable read cap.
 pub const READ_CAP_MAX: usize = 100_000;
+/// Default free space the data directory's disk keeps, in MiB.
+pub const DISK_RESERVE_MB_DEFAULT: u64 = 256;
+/// Largest reserve, in MiB (1 PiB: a larger one is a typo).
+pub const DISK_RESERVE_MB_MAX: u64 = 1 << 30;
 /// Longest accepted `--config` file.
 const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most `--app-key` entries.
@@ -67,6 +71,9 @@ pub struct ServeArgs {
     /// Most messages a v1 read returns per partition without `limit` [default: 10000].
     #[arg(long, env = "SLUICE_READ_CAP")]
     pub read_cap: Option<usize>,
+    /// Free space (MiB) the data directory's disk keeps: writes are refused with 507 below it [default: 256].
+    #[arg(long, env = "SLUICE_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLUICE_LOG_JSON")]
     pub log_json: bool,
@@ -87,6 +94,7 @@ struct FileSettings {
     #[serde(default)]
     app_keys: Vec<String>,
     read_cap: Option<usize>,
+    disk_reserve_mb: Option<u64>,
     log_json: Option<bool>,
 }
 
@@ -141,6 +149,8 @@ pub struct ServeConfig {
     pub app_keys: Vec<(String, String)>,
     /// Per-partition cap of a v1 read without `limit`.
     pub read_cap: usize,
+    /// Free space the disk keeps; writes are refused below it.
+    pub disk_reserve_bytes: u64,
     /// Whether logs are JSON lines.
     pub log_json: bool,
 }
@@ -223,6 +233,16 @@ impl ServeConfig {
                 format!("{read_cap} is not in 1..={READ_CAP_MAX}"),
             ));
         }
+        let reserve_mb = args
+            .disk_reserve_mb
+            .or(file.disk_reserve_mb)
+            .unwrap_or(DISK_RESERVE_MB_DEFAULT);
+        if reserve_mb > DISK_RESERVE_MB_MAX {
+            return Err(invalid(
+                "disk-reserve-mb",
+                format!("{reserve_mb} is over {DISK_RESERVE_MB_MAX}"),
+            ));
+        }
         Ok(ServeConfig {
             listen,
             public_url,
@@ -237,6 +257,7 @@ impl ServeConfig {
             admin_key,
             app_keys,
             read_cap,
+            disk_reserve_bytes: reserve_mb * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
         })
     }

@@ -14,6 +14,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use serde_json::json;
 
 use crate::cluster::Cluster;
+use crate::disk_space::DiskSpace;
 use crate::metrics::Metrics;
 use crate::v1::error::V1Error;
 use crate::v2::coordinator::Coordinator;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub forwarder: reqwest::Client,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Free space on the data directory's disk (507 below the reserve).
+    pub disk: Arc<DiskSpace>,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.

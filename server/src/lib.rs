@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dev_cluster;
+pub mod disk_space;
 pub mod http;
 pub mod metrics;
 pub mod secrets;

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{Cluster, ClusterFailure};
 use crate::config::ServeConfig;
+use crate::disk_space::DiskSpace;
 use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits, WAIT_MS_MAX_DEFAULT};
 use crate::metrics::Metrics;
 use crate::secrets;
@@ -118,6 +119,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .build()
             .map_err(|e| StartError::Setting(format!("the HTTP client: {e}")))?,
         metrics: Arc::new(Metrics::default()),
+        disk: Arc::new(DiskSpace::new(data_dir.clone(), config.disk_reserve_bytes)),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::cluster::ClusterFailure;
+use crate::disk_space::DiskFull;
 
 /// One v1 failure: a status and the field (or error class) it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,16 @@ impl IntoResponse for V1Error {
         error_msg.insert(self.field, serde_json::Value::String(self.message));
         let body = serde_json::json!({"status": "error", "error_msg": error_msg});
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DiskFull> for V1Error {
+    fn from(full: DiskFull) -> Self {
+        V1Error::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            full.to_string(),
+        )
     }
 }
 

@@ -93,6 +93,7 @@ pub async fn post(
     }
     let order: Vec<PartitionId> = drafts.iter().map(|d| d.partition).collect();
     let body_bytes: u64 = drafts.iter().map(|d| d.body.len() as u64).sum();
+    state.disk.check(body_bytes)?;
     let messages: Vec<NewMessage> = drafts
         .into_iter()
         .map(|d| NewMessage {
@@ -276,6 +277,9 @@ pub async fn put_by_ids(
     if let Err(reason) = Partition::check_record(content_type.as_deref(), &[], bytes.len()) {
         return Err(V1Error::new(StatusCode::PAYLOAD_TOO_LARGE, "body", reason));
     }
+    state
+        .disk
+        .check((bytes.len() as u64).saturating_mul(targets.len() as u64))?;
     let messages = targets
         .into_iter()
         .map(|(partition, id)| PutMessage {

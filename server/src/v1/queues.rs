@@ -116,6 +116,7 @@ pub async fn create_queue(
     name: &str,
     settings: QueueSettings,
 ) -> Result<Queue, V1Error> {
+    state.disk.check(0)?;
     let reply = state
         .cluster
         .propose_meta(MetaCommand::CreateQueue {

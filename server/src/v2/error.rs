@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::cluster::ClusterFailure;
+use crate::disk_space::DiskFull;
 use crate::v1::error::V1Error;
 
 /// One v2 failure.
@@ -79,6 +80,16 @@ impl From<V1Error> for V2Error {
         } else {
             V2Error::new(e.status, e.field, e.message)
         }
+    }
+}
+
+impl From<DiskFull> for V2Error {
+    fn from(full: DiskFull) -> Self {
+        V2Error::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            full.to_string(),
+        )
     }
 }
 

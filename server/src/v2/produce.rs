@@ -65,6 +65,7 @@ pub async fn produce(
     let messages = checked(request.messages, request.producer_id.is_some(), partitions)?;
     let order: Vec<PartitionId> = messages.iter().map(|m| m.partition).collect();
     let body_bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
+    state.disk.check(body_bytes)?;
     let command = DataCommand::Produce(Produce {
         queue: queue.id,
         producer: request.producer_id.map(ProducerId),

@@ -411,3 +411,33 @@ async fn queues_are_administered_as_json() {
     let spec = s.call("GET", "/v2/openapi.json", None, &[], "").await;
     assert_eq!(spec.expect(200)["openapi"], "3.1.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_507_and_writes_nothing() {
+    let (_dir, s) = with_queue(1).await;
+    s.json(
+        "POST",
+        "/v2/default/q/messages",
+        &json!({"messages": [{"body": "before"}]}),
+    )
+    .await
+    .expect(201);
+    // Restart with a reserve no disk has: the disk is "full".
+    let dir = s.kill().await;
+    let s = Server::start(&dir, &["--disk-reserve-mb", "1073741824"]).await;
+    s.json(
+        "POST",
+        "/v2/default/q/messages",
+        &json!({"messages": [{"body": "after"}]}),
+    )
+    .await
+    .expect_code(507, "InsufficientStorage");
+    s.app("POST", "/v1/default/q", "after")
+        .await
+        .expect_error(507, "InsufficientStorage");
+    s.json("POST", "/v2/default/queues", &json!({"name": "other"}))
+        .await
+        .expect_code(507, "InsufficientStorage");
+    // Reads still work, and show only what was written before.
+    assert_eq!(bodies(&fetch(&s, 0, "offset=0").await), vec!["before"]);
+}
