@@ -366,13 +366,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Writes a histogram's buckets, sum and count; `scale` turns its units
-/// into the metric's (microseconds to seconds: 1e-6).
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram, scale: f64) {
+/// Writes a histogram's buckets, sum and count; dividing by `per_unit`
+/// turns its units into the metric's (microseconds to seconds: 1e6).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram, per_unit: f64) {
     let sep = if labels.is_empty() { "" } else { "," };
     let cumulative = h.cumulative();
     for (bound, count) in h.bounds().iter().zip(&cumulative) {
-        let le = *bound as f64 * scale;
+        let le = *bound as f64 / per_unit;
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
     }
     let _ = writeln!(
@@ -385,7 +385,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram, scale: f
     } else {
         format!("{{{labels}}}")
     };
-    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum() as f64 * scale);
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum() as f64 / per_unit);
     let _ = writeln!(out, "{name}_count{braces} {}", h.count());
 }
 
@@ -407,7 +407,7 @@ mod tests {
         h.observe(500);
         h.observe(20_000);
         let mut out = String::new();
-        histogram(&mut out, "x_seconds", "a=\"b\"", &h, 1e-6);
+        histogram(&mut out, "x_seconds", "a=\"b\"", &h, 1e6);
         assert_eq!(
             out,
             "x_seconds_bucket{a=\"b\",le=\"0.001\"} 1\n\
