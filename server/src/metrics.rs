@@ -127,7 +127,7 @@ pub fn render(state: &AppState) -> String {
                 "sluice_http_request_duration_seconds",
                 &labels,
                 h,
-                1e-6,
+                1e6,
             );
         }
     }
@@ -218,7 +218,7 @@ fn wal(out: &mut String, state: &AppState) {
         "sluice_wal_fsync_seconds",
         "",
         &stats.sync_latency_us,
-        1e-6,
+        1e6,
     );
     header(
         out,
