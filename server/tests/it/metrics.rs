@@ -76,6 +76,12 @@ async fn metrics_describe_the_workload() {
     expect("sluice_metrics_truncated", 0.0);
     let fsyncs = value(&text, "sluice_wal_fsync_seconds_count").expect("fsync count");
     assert!(fsyncs >= 1.0, "{text}");
+    // Buckets are in seconds (the largest bound is 1 s), and cumulative.
+    assert!(value(&text, "sluice_wal_fsync_seconds_bucket{le=\"1\"}").is_some());
+    assert_eq!(
+        value(&text, "sluice_wal_fsync_seconds_bucket{le=\"+Inf\"}"),
+        Some(fsyncs)
+    );
     let applied = value(
         &text,
         &format!("sluice_raft_applied_index{{group=\"{group}\"}}"),
