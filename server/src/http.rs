@@ -6,12 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use openraft::async_runtime::watch::WatchReceiver;
 use serde_json::json;
+use tower::Layer as _;
+use tower::util::{MapRequest, MapRequestLayer};
 
 use crate::cluster::Cluster;
 use crate::disk_space::DiskSpace;
@@ -79,6 +82,39 @@ pub fn router(state: AppState) -> Router {
         .merge(raft)
 }
 
+/// The whole HTTP service: the router behind a rewrite that strips a
+/// leading `/g/{group}` (a client's routing hint: the data group it
+/// believes owns the queue). Routing always follows the queue, so the hint
+/// is accepted and needs no other effect. The rewrite must wrap the
+/// router: a layer inside it would run after routing.
+pub fn service(state: AppState) -> MapRequest<Router, fn(Request) -> Request> {
+    MapRequestLayer::new(strip_group_hint as fn(Request) -> Request).layer(router(state))
+}
+
+/// `/g/{digits}/rest` becomes `/rest`; anything else is left alone.
+fn strip_group_hint(mut request: Request) -> Request {
+    let uri = request.uri();
+    let Some(rest) = uri.path().strip_prefix("/g/") else {
+        return request;
+    };
+    let (group, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if group.is_empty() || group.len() > 10 || !group.bytes().all(|b| b.is_ascii_digit()) {
+        return request;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("/{tail}?{q}"),
+        None => format!("/{tail}"),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(rewritten) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = rewritten;
+        }
+    }
+    request
+}
+
 async fn not_found() -> V1Error {
     V1Error::new(StatusCode::NOT_FOUND, "NotFound", "No such resource.")
 }
@@ -121,4 +157,26 @@ async fn heartbeat(State(state): State<AppState>) -> Response {
         "groups": groups,
     });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(uri: &str) -> String {
+        let request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        strip_group_hint(request).uri().to_string()
+    }
+
+    #[test]
+    fn a_group_hint_is_stripped_and_anything_else_kept() {
+        assert_eq!(rewritten("/g/3/v1/app/q?since=1"), "/v1/app/q?since=1");
+        assert_eq!(rewritten("/g/12/v2/a/q/messages"), "/v2/a/q/messages");
+        assert_eq!(rewritten("/g/x/v1/app"), "/g/x/v1/app");
+        assert_eq!(rewritten("/g//v1/app"), "/g//v1/app");
+        assert_eq!(rewritten("/v1/g/3"), "/v1/g/3");
+    }
 }

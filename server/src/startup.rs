@@ -125,7 +125,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     tokio::spawn(wait_for_signal(stop_tx));
     tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
     let server = {
-        let app = crate::http::router(state.clone());
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(
+            crate::http::service(state.clone()),
+        );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

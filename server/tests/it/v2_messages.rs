@@ -408,6 +408,9 @@ async fn queues_are_administered_as_json() {
     s.app("GET", "/v2/default/queues/jobs", "")
         .await
         .expect_code(404, "InvalidQueueName");
+    // A `/g/{group}` routing hint before any API path is accepted.
+    s.app("GET", "/g/1/v2/default/queues", "").await.expect(200);
+    s.app("GET", "/g/1/v1/default", "").await.expect(200);
     let spec = s.call("GET", "/v2/openapi.json", None, &[], "").await;
     assert_eq!(spec.expect(200)["openapi"], "3.1.0");
 }
