@@ -1,4 +1,11 @@
-//! `sluice-bench` (not yet built; see issue [5/5]).
+//! `sluice-bench`: load generation against Sluice over HTTP.
 //!
-//! This crate will own the workload-driven load generator: OMB workload
-//! parsing, drivers for Sluice and its peers, HdrHistogram latencies, reports.
+//! Today: `load` (max-rate produce, fetch, and produce-to-consume latency
+//! through long-polls) and `hello` (a minimal HTTP server answering 200,
+//! the HTTP ceiling the server's figures are compared with). Issue [5/5]
+//! grows this into the OMB-workload harness with peer drivers.
+
+pub mod cli;
+pub mod hello;
+pub mod load;
+pub mod report;

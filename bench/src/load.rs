@@ -1,0 +1,438 @@
+//! Max-rate load against one node: produce (JSON, binary framing, or v1
+//! single-message POSTs), fetch, and produce-to-consume latency through
+//! long-polls. Each connection is one task with its own HTTP client, so
+//! `--connections` is the number of TCP connections and of requests in
+//! flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use sluice_server::v2::batch::{Draft, ProduceRequest};
+use sluice_server::v2::framing;
+
+use crate::report::{histogram, latency_line};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Produce at max rate.
+    Produce,
+    /// Fetch a queue's partitions from the start, at max rate.
+    Fetch,
+    /// Produce one message at a time at `--rate`; long-poll consumers
+    /// measure produce-to-consume latency.
+    EndToEnd,
+}
+
+/// How produce requests are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Api {
+    /// `POST /v2/.../messages` with the binary framing.
+    V2Binary,
+    /// `POST /v2/.../messages` with JSON.
+    V2Json,
+    /// `POST /v1/{app}/{queue}`: the body is one message (`--batch` 1).
+    V1,
+}
+
+/// `sluice-bench load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// The node's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Application key (`Authorization: Application KEY`).
+    #[arg(long, default_value = "")]
+    pub key: String,
+    /// Application.
+    #[arg(long, default_value = "default")]
+    pub app: String,
+    /// Queue (created by `produce` and `end-to-end` when missing).
+    #[arg(long, default_value = "bench")]
+    pub queue: String,
+    /// Partitions of a created queue.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "produce")]
+    pub mode: Mode,
+    /// How to produce.
+    #[arg(long, value_enum, default_value = "v2-binary")]
+    pub api: Api,
+    /// Connections (= requests in flight).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Messages per produce request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages per second (end-to-end mode).
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+}
+
+/// Counters shared by the tasks of a run.
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    measuring: AtomicBool,
+}
+
+/// Runs a load and prints its figures.
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    if args.connections == 0 || args.connections > 4_096 {
+        bail!("--connections must be 1..=4096");
+    }
+    if args.batch == 0 || args.batch > 10_000 || (args.api == Api::V1 && args.batch != 1) {
+        bail!("--batch must be 1..=10000 (1 with --api v1)");
+    }
+    let args = Arc::new(args);
+    match args.mode {
+        Mode::Produce => {
+            ensure_queue(&args).await?;
+            max_rate(&args, produce_task).await
+        }
+        Mode::Fetch => max_rate(&args, fetch_task).await,
+        Mode::EndToEnd => {
+            ensure_queue(&args).await?;
+            end_to_end(&args).await
+        }
+    }
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+fn auth(args: &LoadArgs) -> String {
+    format!("Application {}", args.key)
+}
+
+async fn ensure_queue(args: &LoadArgs) -> anyhow::Result<()> {
+    let answer = client()?
+        .post(format!("{}/v2/{}/queues", args.target, args.app))
+        .header("authorization", auth(args))
+        .header("content-type", "application/json")
+        .body(json!({"name": args.queue, "partitions": args.partitions}).to_string())
+        .send()
+        .await
+        .context("creating the queue")?;
+    match answer.status().as_u16() {
+        201 | 409 => Ok(()),
+        status => bail!(
+            "creating the queue: HTTP {status}: {}",
+            answer.text().await?
+        ),
+    }
+}
+
+type Task = fn(Arc<LoadArgs>, usize, Arc<Totals>, Instant) -> TaskFuture;
+type TaskFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Histogram<u64>>> + Send>>;
+
+/// Runs `task` on every connection through warm-up and measurement, with
+/// a progress line every second; prints the totals.
+async fn max_rate(args: &Arc<LoadArgs>, task: Task) -> anyhow::Result<()> {
+    let totals = Arc::new(Totals::default());
+    let end = Instant::now() + Duration::from_secs(args.warmup_s + args.duration_s);
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|i| tokio::spawn(task(Arc::clone(args), i, Arc::clone(&totals), end)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(args.warmup_s)).await;
+    let base = snapshot(&totals);
+    totals.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut last = base;
+    for _ in 0..args.duration_s {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = snapshot(&totals);
+        println!(
+            "  {:>6.0} msg/s {:>6.0} req/s {:>7.1} MiB/s  errors {}",
+            (now.1 - last.1) as f64,
+            (now.0 - last.0) as f64,
+            (now.2 - last.2) as f64 / 1_048_576.0,
+            now.3
+        );
+        last = now;
+    }
+    let mut latency = histogram()?;
+    for t in tasks {
+        latency.add(t.await.context("a load task panicked")??)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (requests, messages, bytes, errors) = snapshot(&totals);
+    println!(
+        "{:?} {:?}: {} connections, batch {}, {} B messages, {:.1} s measured",
+        args.mode, args.api, args.connections, args.batch, args.size, secs
+    );
+    println!(
+        "  {:.0} msg/s, {:.0} req/s, {:.1} MiB/s, {} errors",
+        (messages - base.1) as f64 / secs,
+        (requests - base.0) as f64 / secs,
+        (bytes - base.2) as f64 / secs / 1_048_576.0,
+        errors
+    );
+    println!("  {}", latency_line("request latency", &latency));
+    Ok(())
+}
+
+fn snapshot(t: &Totals) -> (u64, u64, u64, u64) {
+    (
+        t.requests.load(Ordering::Relaxed),
+        t.messages.load(Ordering::Relaxed),
+        t.bytes.load(Ordering::Relaxed),
+        t.errors.load(Ordering::Relaxed),
+    )
+}
+
+/// The body and content type of one produce request.
+fn produce_body(args: &LoadArgs, stamp: Option<u64>) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    let mut payload = vec![b'x'; args.size];
+    if let Some(stamp) = stamp {
+        let text = stamp.to_string();
+        let n = text.len().min(payload.len());
+        payload[..n].copy_from_slice(&text.as_bytes()[..n]);
+    }
+    Ok(match args.api {
+        Api::V1 => (payload, "application/octet-stream"),
+        Api::V2Binary => {
+            let request = ProduceRequest {
+                producer_id: None,
+                messages: vec![
+                    Draft {
+                        body: payload,
+                        ..Draft::default()
+                    };
+                    args.batch
+                ],
+            };
+            (framing::encode(&request)?, framing::MEDIA_TYPE)
+        }
+        Api::V2Json => {
+            let body = String::from_utf8_lossy(&payload).into_owned();
+            let messages: Vec<Value> = (0..args.batch).map(|_| json!({"body": body})).collect();
+            (
+                json!({ "messages": messages }).to_string().into_bytes(),
+                "application/json",
+            )
+        }
+    })
+}
+
+fn produce_url(args: &LoadArgs) -> String {
+    match args.api {
+        Api::V1 => format!("{}/v1/{}/{}", args.target, args.app, args.queue),
+        Api::V2Binary | Api::V2Json => {
+            format!("{}/v2/{}/{}/messages", args.target, args.app, args.queue)
+        }
+    }
+}
+
+fn produce_task(args: Arc<LoadArgs>, _: usize, totals: Arc<Totals>, end: Instant) -> TaskFuture {
+    Box::pin(async move {
+        let client = client()?;
+        let (body, content_type) = produce_body(&args, None)?;
+        let body = reqwest::Body::from(body);
+        let (url, auth) = (produce_url(&args), auth(&args));
+        let mut latency = histogram()?;
+        while Instant::now() < end {
+            let sent = Instant::now();
+            let answer = client
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", content_type)
+                .body(clone_body(&body))
+                .send()
+                .await;
+            let ok = match answer {
+                Ok(a) => a.status().as_u16() == 201 && a.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if !ok {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            totals.requests.fetch_add(1, Ordering::Relaxed);
+            totals
+                .messages
+                .fetch_add(args.batch as u64, Ordering::Relaxed);
+            totals
+                .bytes
+                .fetch_add((args.batch * args.size) as u64, Ordering::Relaxed);
+            if totals.measuring.load(Ordering::Relaxed) {
+                latency.saturating_record(sent.elapsed().as_micros() as u64);
+            }
+        }
+        Ok(latency)
+    })
+}
+
+fn clone_body(body: &reqwest::Body) -> reqwest::Body {
+    body.as_bytes()
+        .map(|b| reqwest::Body::from(b.to_vec()))
+        .unwrap_or_else(|| reqwest::Body::from(Vec::new()))
+}
+
+fn fetch_task(args: Arc<LoadArgs>, i: usize, totals: Arc<Totals>, end: Instant) -> TaskFuture {
+    Box::pin(async move {
+        let client = client()?;
+        let partition = i as u32 % args.partitions.max(1);
+        let auth = auth(&args);
+        let mut offset = 0u64;
+        let mut latency = histogram()?;
+        while Instant::now() < end {
+            let url = format!(
+                "{}/v2/{}/{}/partitions/{partition}/messages?offset={offset}&max_messages=1000&max_bytes=4194304",
+                args.target, args.app, args.queue
+            );
+            let sent = Instant::now();
+            let answer = client.get(&url).header("authorization", &auth).send().await;
+            let body: Option<Value> = match answer {
+                Ok(a) if a.status().is_success() => a.json().await.ok(),
+                _ => None,
+            };
+            let Some(body) = body else {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let messages = body["messages"].as_array().map_or(0, Vec::len) as u64;
+            let next = body["next_offset"].as_u64().unwrap_or(0);
+            let end_offset = body["high_watermark"].as_u64().unwrap_or(0);
+            // Wrap to the start at the end: a fetch benchmark of the data
+            // already there.
+            offset = if next >= end_offset { 0 } else { next };
+            totals.requests.fetch_add(1, Ordering::Relaxed);
+            totals.messages.fetch_add(messages, Ordering::Relaxed);
+            totals
+                .bytes
+                .fetch_add(messages * args.size as u64, Ordering::Relaxed);
+            if totals.measuring.load(Ordering::Relaxed) {
+                latency.saturating_record(sent.elapsed().as_micros() as u64);
+            }
+        }
+        Ok(latency)
+    })
+}
+
+/// One producer sends single messages at `--rate`, each stamped with its
+/// intended send time; one long-polling consumer per partition records
+/// the time from intended send to receipt (so a stalled producer counts
+/// against the latency, not for it).
+async fn end_to_end(args: &Arc<LoadArgs>) -> anyhow::Result<()> {
+    if args.rate == 0 || args.rate > 1_000_000 {
+        bail!("--rate must be 1..=1000000");
+    }
+    let origin = Instant::now();
+    let end = origin + Duration::from_secs(args.warmup_s + args.duration_s);
+    let measure_from = Duration::from_secs(args.warmup_s).as_micros() as u64;
+    let client = client()?;
+    let auth = auth(args);
+    // Consumers start at each partition's end.
+    let mut consumers = Vec::new();
+    for p in 0..args.partitions {
+        let url = format!(
+            "{}/v2/{}/{}/partitions/{p}/messages",
+            args.target, args.app, args.queue
+        );
+        let probe: Value = client
+            .get(format!("{url}?offset=0&max_messages=1"))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let mut offset = probe["high_watermark"].as_u64().unwrap_or(0);
+        let (client, auth) = (self::client()?, auth.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut latency = histogram()?;
+            while Instant::now() < end {
+                let answer = client
+                    .get(format!(
+                        "{url}?offset={offset}&max_messages=1000&wait_ms=1000"
+                    ))
+                    .header("authorization", &auth)
+                    .send()
+                    .await;
+                let Ok(answer) = answer else { continue };
+                let Ok(body) = answer.json::<Value>().await else {
+                    continue;
+                };
+                let received = origin.elapsed().as_micros() as u64;
+                for m in body["messages"].as_array().into_iter().flatten() {
+                    let stamp = m["body"]
+                        .as_str()
+                        .and_then(|b| b.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|d| d.parse::<u64>().ok());
+                    if let Some(intended) = stamp.filter(|s| *s >= measure_from) {
+                        latency.saturating_record(received.saturating_sub(intended));
+                    }
+                }
+                offset = body["next_offset"].as_u64().unwrap_or(offset);
+            }
+            anyhow::Ok(latency)
+        }));
+    }
+    // The producer: send times are scheduled, never skipped.
+    let interval_us = 1_000_000 / args.rate;
+    let url = produce_url(args);
+    let mut publish = histogram()?;
+    let mut sent = 0u64;
+    let sender = self::client()?;
+    while Instant::now() < end {
+        let intended = Duration::from_micros(sent * interval_us);
+        let at = origin + intended;
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let (body, content_type) = produce_body(args, Some(intended.as_micros() as u64))?;
+        let answer = sender
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await;
+        if answer.map(|a| a.status().as_u16() == 201).unwrap_or(false)
+            && intended.as_micros() as u64 >= measure_from
+        {
+            let acked = origin.elapsed().saturating_sub(intended);
+            publish.saturating_record(acked.as_micros() as u64);
+        }
+        sent += 1;
+    }
+    let mut e2e = histogram()?;
+    for c in consumers {
+        e2e.add(c.await.context("a consumer panicked")??)?;
+    }
+    println!(
+        "end-to-end: {} msg/s for {} s, {} B messages, {} partitions",
+        args.rate, args.duration_s, args.size, args.partitions
+    );
+    println!(
+        "  {}",
+        latency_line("publish (intended send -> ack)", &publish)
+    );
+    println!(
+        "  {}",
+        latency_line("end-to-end (intended send -> consumer)", &e2e)
+    );
+    Ok(())
+}

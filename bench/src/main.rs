@@ -1,0 +1,5 @@
+//! `sluice-bench`: see the crate documentation.
+
+fn main() -> std::process::ExitCode {
+    sluice_bench::cli::main()
+}
