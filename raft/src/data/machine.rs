@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::disk::Disk;
-use sluice_engine::{EngineError, Log, LogConfig, Offset, Timestamp};
+use sluice_engine::{EngineError, FlushTicket, Log, LogConfig, Offset, Timestamp};
 
 use crate::checkpoint;
 use crate::data::command::{
@@ -718,6 +718,30 @@ impl GroupMachine for DataMachine {
     fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
         DataMachine::checkpoint(self, raft_state, Timestamp::now())?;
         Ok(self.last_checkpoint.clone())
+    }
+
+    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
+        self.partitions
+            .iter()
+            // A poisoned log refuses a ticket; the checkpoint reports it.
+            .filter_map(|(key, p)| p.log().flush_ticket().ok().map(|t| (*key, t)))
+            .collect()
+    }
+
+    fn complete_flushes(
+        &mut self,
+        synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
+    ) -> io::Result<()> {
+        for (key, ticket, result) in synced {
+            // A partition dropped meanwhile has nothing left to record.
+            if let Some(partition) = self.partitions.get_mut(&key) {
+                partition
+                    .log_mut()
+                    .complete_flush(ticket, result)
+                    .map_err(|source| MachineError::Engine { key, source })?;
+            }
+        }
+        Ok(())
     }
 
     fn raft_state(&self) -> &[u8] {

@@ -18,6 +18,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership
 
 use crate::glue::codec;
 use crate::glue::{Reply, TypeConfig};
+use crate::ids::PartitionKey;
+use sluice_engine::FlushTicket;
 
 type C = TypeConfig;
 
@@ -30,6 +32,20 @@ pub trait GroupMachine: Send + Sync + 'static {
     /// Makes everything applied durable together with `raft_state`, and
     /// returns the snapshot data describing it.
     fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>>;
+    /// Tickets to fsync the data applied so far, taken under the read lock
+    /// before a checkpoint. They are synced with no lock held and handed
+    /// back, so the checkpoint's own flush, under the write lock that
+    /// stops apply, has only the last moments' data left to sync.
+    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
+        Vec::new()
+    }
+    /// Records the outcome of synced tickets (a failure poisons the log).
+    fn complete_flushes(
+        &mut self,
+        _synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
     /// The Raft state saved by the last checkpoint (empty if none).
     fn raft_state(&self) -> &[u8];
     /// Replaces the whole state with a snapshot built by another replica,
@@ -116,7 +132,21 @@ impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
         let shared = Arc::clone(&self.shared);
         // A checkpoint fsyncs: keep it off the async workers.
         let (meta, data) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            // The bulk of the fsyncs first, while apply goes on.
+            let tickets = shared
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .machine
+                .flush_tickets();
+            let synced = tickets
+                .into_iter()
+                .map(|(key, ticket)| {
+                    let result = ticket.sync();
+                    (key, ticket, result)
+                })
+                .collect();
             let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
+            hosted.machine.complete_flushes(synced)?;
             let meta = SnapshotMetaOf::<C> {
                 last_log_id: hosted.last_applied,
                 last_membership: hosted.membership.clone(),

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use openraft::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
-use sluice_engine::LogConfig;
 use sluice_engine::disk::Disk;
+use sluice_engine::{FlushTicket, LogConfig};
 
 use crate::data::machine::{DataMachine, MachineError};
 use crate::data::snapshot::PinnedSegments;
@@ -34,7 +34,7 @@ use crate::glue::{
     GroupLogStore, GroupMachine, HttpNetwork, HttpSegmentFetcher, LeaderClient, RaftHost,
     StateMachine, TypeConfig, http_client,
 };
-use crate::ids::{GroupId, RequestId};
+use crate::ids::{GroupId, PartitionKey, RequestId};
 use crate::meta::command::{MetaCommand, MetaProposal};
 use crate::meta::machine::MetaMachine;
 use crate::transport::rpc::ClusterSecret;
@@ -84,6 +84,23 @@ impl GroupMachine for NodeMachine {
         match self {
             NodeMachine::Meta(m) => GroupMachine::checkpoint(m, raft_state),
             NodeMachine::Data(m) => GroupMachine::checkpoint(m, raft_state),
+        }
+    }
+
+    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
+        match self {
+            NodeMachine::Meta(_) => Vec::new(),
+            NodeMachine::Data(m) => GroupMachine::flush_tickets(m),
+        }
+    }
+
+    fn complete_flushes(
+        &mut self,
+        synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
+    ) -> io::Result<()> {
+        match self {
+            NodeMachine::Meta(_) => Ok(()),
+            NodeMachine::Data(m) => GroupMachine::complete_flushes(m, synced),
         }
     }
 

@@ -61,9 +61,20 @@ impl GroupLog {
                 })
             }
             WalRecord::TruncateAfter { last_kept, .. } => {
-                let keep = last_kept.map_or(0, |k| (k.0 + 1).saturating_sub(self.first.0));
-                self.entries
-                    .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+                let floor = self.purged.as_ref().map_or(0, |(p, _)| p.0 + 1);
+                let next = last_kept.map_or(floor, |k| k.0 + 1).max(floor);
+                if next <= self.first.0 {
+                    // Nothing kept. On replay after a compaction `first` may
+                    // be above `next` (the group's earlier entries were
+                    // compacted away): the log restarts at `next`, as it did
+                    // when this record was written.
+                    self.entries.clear();
+                    self.first = LogIndex(next);
+                } else {
+                    let keep = next - self.first.0;
+                    self.entries
+                        .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+                }
             }
             WalRecord::Purge { upto, payload, .. } => {
                 // A purge never moves `first` backwards: a marker carried
@@ -132,6 +143,25 @@ mod tests {
             index: LogIndex(i),
             payload: Bytes::new(),
         }
+    }
+
+    #[test]
+    fn truncating_everything_restarts_the_log_where_it_was_written() {
+        // Replay after a compaction: index 0's record was deleted, so the
+        // group first sees index 1; the later truncation of everything
+        // must still leave the log ending where the writer left it (0).
+        let mut g = GroupLog::default();
+        g.apply(&entry(1), Offset(10));
+        g.apply(
+            &WalRecord::TruncateAfter {
+                group: GroupId(1),
+                last_kept: None,
+            },
+            Offset(11),
+        );
+        assert_eq!((g.first, g.next_index()), (LogIndex(0), LogIndex(0)));
+        g.apply(&entry(0), Offset(12));
+        assert_eq!(g.offset_of(LogIndex(0)), Some(Offset(12)));
     }
 
     #[test]
