@@ -6,6 +6,7 @@
 //! grows this into the OMB-workload harness with peer drivers.
 
 pub mod cli;
+pub mod conn;
 pub mod hello;
 pub mod load;
 pub mod report;
