@@ -258,7 +258,10 @@ fn produce_task(args: Arc<LoadArgs>, _: usize, totals: Arc<Totals>, end: Instant
             .unwrap_or_default()
             .to_string();
         let auth = auth(&args);
-        let headers = [("authorization", auth.as_str()), ("content-type", content_type)];
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", content_type),
+        ];
         let mut latency = histogram()?;
         while Instant::now() < end {
             let sent = Instant::now();
@@ -268,7 +271,9 @@ fn produce_task(args: Arc<LoadArgs>, _: usize, totals: Arc<Totals>, end: Instant
                 continue;
             }
             totals.requests.fetch_add(1, Ordering::Relaxed);
-            totals.messages.fetch_add(args.batch as u64, Ordering::Relaxed);
+            totals
+                .messages
+                .fetch_add(args.batch as u64, Ordering::Relaxed);
             totals
                 .bytes
                 .fetch_add((args.batch * args.size) as u64, Ordering::Relaxed);

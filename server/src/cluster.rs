@@ -16,6 +16,7 @@ use sluice_raft::meta::machine::MetaState;
 use sluice_raft::node::{META_GROUP, Node, NodeMachine, RouteError};
 use sluice_raft::{GroupId, RequestId};
 
+use crate::batcher::Batcher;
 use crate::secrets;
 
 /// Why the cluster could not answer.
@@ -28,6 +29,16 @@ pub enum ClusterFailure {
     /// group that is not the kind expected.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl ClusterFailure {
+    /// The same failure again (one batch's failure is every member's).
+    pub fn duplicate(&self) -> ClusterFailure {
+        match self {
+            ClusterFailure::Unavailable(e) => ClusterFailure::Unavailable(e.clone()),
+            ClusterFailure::Internal(e) => ClusterFailure::Internal(e.clone()),
+        }
+    }
 }
 
 /// A reply with the leader that produced it (for the routing headers).
@@ -45,12 +56,16 @@ pub struct Led<T> {
 #[derive(Clone)]
 pub struct Cluster {
     node: Arc<Node>,
+    batcher: Arc<Batcher>,
 }
 
 impl Cluster {
     /// Wraps a running node.
     pub fn new(node: Arc<Node>) -> Cluster {
-        Cluster { node }
+        Cluster {
+            node,
+            batcher: Arc::new(Batcher::default()),
+        }
     }
 
     /// The node.
@@ -85,7 +100,8 @@ impl Cluster {
         MetaReply::decode(&routed.value).map_err(internal)
     }
 
-    /// Proposes a data command to `group` and returns its reply.
+    /// Proposes a data command to `group` (coalesced with concurrent ones
+    /// into one Raft entry, see `batcher.rs`) and returns its reply.
     pub async fn propose_data(
         &self,
         group: GroupId,
@@ -96,13 +112,7 @@ impl Cluster {
             proposed_at: Timestamp::now(),
             command,
         };
-        let bytes = proposal.encode().map_err(internal)?;
-        let routed = self.node.propose(group, bytes).await?;
-        Ok(Led {
-            value: DataReply::decode(&routed.value).map_err(internal)?,
-            group,
-            leader: Some(routed.leader),
-        })
+        self.batcher.propose(&self.node, group, proposal).await
     }
 
     /// Reads `group`'s data state: linearizably, or for `weak`

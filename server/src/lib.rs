@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod batcher;
 pub mod cli;
 pub mod cluster;
 pub mod config;

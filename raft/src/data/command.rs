@@ -81,6 +81,12 @@ pub enum DataCommand {
         /// The change.
         command: ConsumerCommand,
     },
+    /// Independent proposals coalesced into one entry by the node that
+    /// received them (one Raft round for many client requests). Each is
+    /// applied, or refused, on its own, in order, as if proposed alone;
+    /// batches do not nest. Appended last: variant numbers are the
+    /// encoding.
+    Batch(Vec<DataProposal>),
 }
 
 /// New messages for one queue.
@@ -140,6 +146,8 @@ pub enum DataReply {
     Consumer(ConsumerReply),
     /// Refused whole; nothing was written.
     Refused(Refusal),
+    /// A batch's replies, one per proposal, in order.
+    Batch(Vec<DataReply>),
 }
 
 /// Where a produce request's messages went: one run per partition, in the

@@ -317,6 +317,18 @@ impl DataMachine {
             DataCommand::Produce(produce) => self.produce(produce, now)?,
             DataCommand::Put { queue, messages } => self.put(queue, &messages, now)?,
             DataCommand::Delete { queue, ids } => self.delete(queue, &ids, now)?,
+            DataCommand::Batch(proposals) => {
+                let mut replies = Vec::with_capacity(proposals.len());
+                for inner in proposals {
+                    if matches!(inner.command, DataCommand::Batch(_)) {
+                        let nested = Refusal::Undecodable("batches do not nest".into());
+                        replies.push(DataReply::Refused(nested));
+                        continue;
+                    }
+                    replies.push(self.apply(inner)?);
+                }
+                DataReply::Batch(replies)
+            }
             DataCommand::Consumer { queue, command } => match self.queues.get(&queue) {
                 None => DataReply::Refused(Refusal::UnknownQueue(queue)),
                 Some(&partitions) => match self.consumers.apply(queue, partitions, command) {

@@ -107,6 +107,46 @@ fn create(m: &mut DataMachine, request: u128, partitions: u32) {
 }
 
 #[test]
+fn a_batch_applies_each_proposal_as_if_alone_and_retries_write_nothing() {
+    let disk = SimDisk::new();
+    let mut m = open(&disk);
+    create(&mut m, 1, 1);
+    let inner = |request: u128, command: DataCommand| DataProposal {
+        request_id: RequestId(request),
+        proposed_at: t(10),
+        command,
+    };
+    let first = inner(2, produce(vec![message(0, "a")]));
+    let refused = inner(3, produce(vec![message(5, "no such partition")]));
+    let nested = inner(4, DataCommand::Batch(vec![]));
+    let second = inner(5, produce(vec![message(0, "b")]));
+    let batch = DataCommand::Batch(vec![first.clone(), refused, nested, second]);
+    let DataReply::Batch(replies) = propose(&mut m, 6, t(10), batch) else {
+        panic!("not a batch reply");
+    };
+    assert_eq!(replies.len(), 4);
+    assert!(matches!(replies[0], DataReply::Produced(_)));
+    assert!(matches!(
+        replies[1],
+        DataReply::Refused(Refusal::UnknownPartition { .. })
+    ));
+    assert!(matches!(
+        replies[2],
+        DataReply::Refused(Refusal::Undecodable(_))
+    ));
+    // An inner proposal retried alone (or in another batch) gets its first
+    // answer and writes nothing.
+    assert_eq!(propose(&mut m, 2, t(11), first.command), replies[0]);
+    let again = DataCommand::Batch(vec![inner(5, produce(vec![message(0, "b")]))]);
+    let DataReply::Batch(again) = propose(&mut m, 7, t(12), again) else {
+        panic!("not a batch reply");
+    };
+    assert_eq!(again[0], replies[3]);
+    let bodies: Vec<String> = visible(&m, 0, t(13)).into_iter().map(|r| r.2).collect();
+    assert_eq!(bodies, vec!["a", "b"]);
+}
+
+#[test]
 fn produce_is_deterministic_and_placements_follow_the_request() {
     let disk = SimDisk::new();
     let mut m = open(&disk);

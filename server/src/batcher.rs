@@ -1,0 +1,181 @@
+//! Coalesces concurrent proposals to one data group into one Raft entry.
+//!
+//! Every client write is one proposal; proposed one by one, each pays a
+//! whole Raft round (append, replicate, fsync, apply) in the group's
+//! single-threaded core. Here, proposals wait in a per-group queue while
+//! `IN_FLIGHT_MAX` earlier entries are in flight, and whatever queued up
+//! meanwhile goes out as one `DataCommand::Batch`. Under no load a
+//! proposal goes at once and alone, so batching adds no waiting of its
+//! own. Each proposal keeps its request id inside the batch, so a retried
+//! batch (the node retries through leader changes) still applies each
+//! proposal at most once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sluice_raft::GroupId;
+use sluice_raft::data::command::{DataCommand, DataProposal, DataReply};
+use sluice_raft::node::Node;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::cluster::{ClusterFailure, Led, new_request_id};
+
+/// Most batches of one group in flight at once.
+pub const IN_FLIGHT_MAX: usize = 4;
+/// Most proposals in one batch.
+pub const BATCH_PROPOSALS_MAX: usize = 1_024;
+/// A batch stops growing past this many encoded bytes (a single larger
+/// proposal still goes, alone).
+pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Proposals that may wait per group before callers wait to enqueue.
+const QUEUE_MAX: usize = 16_384;
+
+/// A proposal waiting for its batch.
+struct Pending {
+    proposal: DataProposal,
+    encoded_bytes: usize,
+    reply: oneshot::Sender<Result<Led<DataReply>, ClusterFailure>>,
+}
+
+/// The per-group queues of one node.
+#[derive(Default)]
+pub struct Batcher {
+    queues: Mutex<HashMap<GroupId, mpsc::Sender<Pending>>>,
+}
+
+impl Batcher {
+    /// Proposes through `group`'s queue and waits for this proposal's
+    /// reply.
+    pub async fn propose(
+        &self,
+        node: &Arc<Node>,
+        group: GroupId,
+        proposal: DataProposal,
+    ) -> Result<Led<DataReply>, ClusterFailure> {
+        let encoded_bytes = proposal.encode().map_err(internal)?.len();
+        let sender = {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues
+                .entry(group)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE_MAX);
+                    tokio::spawn(drain(Arc::clone(node), group, rx));
+                    tx
+                })
+                .clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            proposal,
+            encoded_bytes,
+            reply: tx,
+        };
+        sender
+            .send(pending)
+            .await
+            .map_err(|_| ClusterFailure::Internal("the proposal queue stopped".into()))?;
+        rx.await
+            .map_err(|_| ClusterFailure::Internal("the proposal was dropped".into()))?
+    }
+}
+
+/// Takes proposals off `group`'s queue in batches, at most
+/// `IN_FLIGHT_MAX` in flight, until every sender is gone.
+async fn drain(node: Arc<Node>, group: GroupId, mut queue: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    loop {
+        // Wait for a slot first: what queues meanwhile joins this batch.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut bytes = first.encoded_bytes;
+        let mut batch = vec![first];
+        while batch.len() < BATCH_PROPOSALS_MAX && bytes < BATCH_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += next.encoded_bytes;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            propose_batch(&node, group, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Proposes one batch (a lone proposal as itself) and hands each caller
+/// its reply.
+async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
+    if batch.len() == 1 {
+        let Some(one) = batch.pop() else { return };
+        let result = propose_one(node, group, &one.proposal).await;
+        let _ = one.reply.send(result);
+        return;
+    }
+    let (proposals, replies): (Vec<DataProposal>, Vec<_>) =
+        batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+    let outer = match new_request_id() {
+        Ok(request_id) => DataProposal {
+            request_id,
+            proposed_at: sluice_engine::Timestamp::now(),
+            command: DataCommand::Batch(proposals),
+        },
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(ClusterFailure::Internal(e.to_string())));
+            }
+            return;
+        }
+    };
+    match propose_one(node, group, &outer).await {
+        Ok(Led {
+            value: DataReply::Batch(answers),
+            group,
+            leader,
+        }) if answers.len() == replies.len() => {
+            for (reply, value) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(Led {
+                    value,
+                    group,
+                    leader,
+                }));
+            }
+        }
+        Ok(other) => {
+            let why = format!("a batch of {} got {:?}", replies.len(), other.value);
+            for reply in replies {
+                let _ = reply.send(Err(ClusterFailure::Internal(why.clone())));
+            }
+        }
+        Err(failure) => {
+            for reply in replies {
+                let _ = reply.send(Err(failure.duplicate()));
+            }
+        }
+    }
+}
+
+async fn propose_one(
+    node: &Node,
+    group: GroupId,
+    proposal: &DataProposal,
+) -> Result<Led<DataReply>, ClusterFailure> {
+    let bytes = proposal.encode().map_err(internal)?;
+    let routed = node.propose(group, bytes).await?;
+    Ok(Led {
+        value: DataReply::decode(&routed.value).map_err(internal)?,
+        group,
+        leader: Some(routed.leader),
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> ClusterFailure {
+    ClusterFailure::Internal(e.to_string())
+}
