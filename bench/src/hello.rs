@@ -13,6 +13,10 @@ pub async fn serve(listen: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!("sluice-bench: hello on http://{}", listener.local_addr()?);
+    // As `sluice serve` does.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

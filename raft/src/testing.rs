@@ -287,6 +287,10 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode
         }
         let addr = listener.local_addr()?.to_string();
         let router = host.router();
+        // As the server does: TCP_NODELAY, or Nagle delays small replies.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });

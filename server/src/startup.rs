@@ -129,6 +129,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             crate::http::service(state.clone()),
         );
         let mut stop = stop_rx.clone();
+        // Replies are small and latency-bound (Raft RPCs, acks): without
+        // TCP_NODELAY, Nagle's algorithm meets the peer's delayed ACK and a
+        // reply can wait ~40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY on an accepted connection");
+            }
+        });
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
