@@ -25,8 +25,8 @@ pub enum Mode {
     Produce,
     /// Fetch a queue's partitions from the start, at max rate.
     Fetch,
-    /// Produce one message at a time at `--rate`; long-poll consumers
-    /// measure produce-to-consume latency.
+    /// Produce at a fixed `--rate` (messages per second, `--batch` per
+    /// request); long-poll consumers measure produce-to-consume latency.
     EndToEnd,
 }
 
@@ -74,7 +74,7 @@ pub struct LoadArgs {
     /// Message size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Messages per second (end-to-end mode).
+    /// Messages per second (end-to-end mode; sent `--batch` per request).
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,
     /// Seconds measured.
@@ -118,8 +118,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
+    pooled_client(1)
+}
+
+/// A client keeping up to `idle` connections open between requests.
+fn pooled_client(idle: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(idle)
         .timeout(Duration::from_secs(60))
         .build()?)
 }
@@ -385,41 +390,60 @@ async fn end_to_end(args: &Arc<LoadArgs>) -> anyhow::Result<()> {
             anyhow::Ok(latency)
         }));
     }
-    // The producer: send times are scheduled, never skipped.
-    let interval_us = 1_000_000 / args.rate;
+    // The producer: send times are scheduled, never skipped; each send
+    // runs on its own task (at most IN_FLIGHT_MAX), so a slow answer
+    // delays no later send.
+    const IN_FLIGHT_MAX: usize = 1_024;
+    // `--rate` counts messages; each request carries `--batch` of them.
+    let interval_us = 1_000_000 * args.batch as u64 / args.rate;
+    if interval_us == 0 {
+        bail!("--rate over 1,000,000 requests per second (rate / batch)");
+    }
     let url = produce_url(args);
     let mut publish = histogram()?;
     let mut sent = 0u64;
-    let sender = self::client()?;
+    let sender = pooled_client(IN_FLIGHT_MAX)?;
+    let mut in_flight = tokio::task::JoinSet::new();
     while Instant::now() < end {
         let intended = Duration::from_micros(sent * interval_us);
         let at = origin + intended;
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
+        while in_flight.len() >= IN_FLIGHT_MAX {
+            if let Some(Ok(Some(us))) = in_flight.join_next().await {
+                publish.saturating_record(us);
+            }
+        }
         let (body, content_type) = produce_body(args, Some(intended.as_micros() as u64))?;
-        let answer = sender
+        let request = sender
             .post(&url)
             .header("authorization", &auth)
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await;
-        if answer.map(|a| a.status().as_u16() == 201).unwrap_or(false)
-            && intended.as_micros() as u64 >= measure_from
-        {
-            let acked = origin.elapsed().saturating_sub(intended);
-            publish.saturating_record(acked.as_micros() as u64);
-        }
+            .body(body);
+        in_flight.spawn(async move {
+            let acked = request
+                .send()
+                .await
+                .is_ok_and(|a| a.status().as_u16() == 201);
+            let measured = intended.as_micros() as u64 >= measure_from;
+            (acked && measured)
+                .then(|| origin.elapsed().saturating_sub(intended).as_micros() as u64)
+        });
         sent += 1;
+    }
+    while let Some(done) = in_flight.join_next().await {
+        if let Ok(Some(us)) = done {
+            publish.saturating_record(us);
+        }
     }
     let mut e2e = histogram()?;
     for c in consumers {
         e2e.add(c.await.context("a consumer panicked")??)?;
     }
     println!(
-        "end-to-end: {} msg/s for {} s, {} B messages, {} partitions",
-        args.rate, args.duration_s, args.size, args.partitions
+        "end-to-end: {} msg/s in requests of {} for {} s, {} B messages, {} partitions",
+        args.rate, args.batch, args.duration_s, args.size, args.partitions
     );
     println!(
         "  {}",
