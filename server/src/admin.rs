@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use sluice_raft::meta::command::Consistency;
+
 use crate::http::AppState;
 use crate::v1::error::V1Error;
 use crate::v1::params::Params;
@@ -28,6 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/nodes", post(add_node))
         .route("/admin/nodes/{id}", delete(remove_node))
         .route("/admin/queues", get(queues))
+        .route(
+            "/admin/queues/{app}/{queue}/groups/{group}",
+            get(consumer_group),
+        )
 }
 
 /// 401 unless the request carries the admin key.
@@ -135,6 +141,34 @@ async fn remove_node(
         )
     })?;
     Ok(Json(json!({"status": "ok", "removed": id})).into_response())
+}
+
+/// `GET /admin/queues/{app}/{queue}/groups/{group}`: a consumer group's
+/// members, committed offsets and lag per partition (linearizable).
+async fn consumer_group(
+    State(state): State<AppState>,
+    Path((app, name, group)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    check(&state, &headers).map_err(IntoResponse::into_response)?;
+    let queue = state
+        .cluster
+        .meta(|m| m.queue(&app, &name).cloned())
+        .await
+        .map_err(|e| V1Error::from(e).into_response())?
+        .ok_or_else(|| V1Error::no_queue(&name).into_response())?;
+    let status = crate::v2::groups::group_status(&state, &queue, &group, Consistency::Strong)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    match status {
+        Some(body) => Ok(Json(body).into_response()),
+        None => Err(V1Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchGroup",
+            format!("consumer group {group:?} does not exist"),
+        )
+        .into_response()),
+    }
 }
 
 /// `GET /admin/queues[?app=NAME]`: every queue with its id, data group and

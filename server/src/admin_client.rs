@@ -45,6 +45,15 @@ pub enum AdminAction {
         #[arg(long)]
         app: Option<String>,
     },
+    /// A consumer group's members, committed offsets and lag.
+    GroupLag {
+        /// The application.
+        app: String,
+        /// The queue.
+        queue: String,
+        /// The consumer group.
+        group: String,
+    },
 }
 
 /// Runs one admin action and prints the answer.
@@ -86,6 +95,16 @@ pub async fn run(args: AdminArgs) -> ExitCode {
                 })
                 .unwrap_or_default();
             client.get(format!("{base}/admin/queues{query}"))
+        }
+        AdminAction::GroupLag { app, queue, group } => {
+            let segment =
+                |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            client.get(format!(
+                "{base}/admin/queues/{}/{}/groups/{}",
+                segment(app),
+                segment(queue),
+                segment(group)
+            ))
         }
     };
     let response = match request.bearer_auth(&key).send().await {

@@ -488,7 +488,7 @@ pub async fn status(
         Ok(at) => at,
         Err(forwarded) => return Ok(forwarded),
     };
-    let body = group_status(&state, &at.queue, &at.group)
+    let body = group_status(&state, &at.queue, &at.group, Consistency::Weak)
         .await?
         .ok_or_else(|| {
             V2Error::new(
@@ -500,16 +500,17 @@ pub async fn status(
     Ok(Json(body).into_response())
 }
 
-/// A group's status as JSON (`None` when it does not exist): shared with
-/// the admin API.
+/// A group's status as JSON (`None` when it does not exist), read with
+/// `consistency`: shared with the admin API.
 pub async fn group_status(
     state: &AppState,
     queue: &Queue,
     group: &str,
+    consistency: Consistency,
 ) -> Result<Option<Value>, V2Error> {
     let led = state
         .cluster
-        .data(queue.group, Consistency::Weak, |data| {
+        .data(queue.group, consistency, |data| {
             let view = data.consumers().view(queue.id, group)?;
             let members: Vec<Value> = view
                 .members
