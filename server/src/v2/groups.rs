@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_engine::{Offset, Timestamp};
 use sluice_raft::data::command::{DataCommand, DataReply, Refusal};
@@ -36,46 +36,72 @@ use crate::v2::{Query, read_body};
 /// Session timeout when a join names none.
 pub const SESSION_TIMEOUT_MS_DEFAULT: u32 = 30_000;
 
-/// A consumer-group request that reached the group's leader.
-struct AtLeader {
+/// A consumer-group request that reached the group's leader: an
+/// extractor that runs the routes' shared prologue. In order: 404s, then
+/// credentials (the queue's delete permission: consuming is what deleting
+/// was in v1), then the group name, then the leader. A request that must
+/// be served elsewhere is forwarded, and the leader's answer is the
+/// rejection, so the handler never runs here.
+pub struct AtLeader {
     queue: Queue,
     group: String,
+    member: Option<String>,
     term: u64,
     body: axum::body::Bytes,
     query: Option<String>,
 }
 
-/// The shared prologue: 404s, then credentials (the queue's delete
-/// permission: consuming is what deleting was in v1), then the group
-/// name, then the leader. `Err(Ok(response))` is the leader's answer to a
-/// forwarded request.
-async fn at_leader(
-    state: &AppState,
-    (app, name, group): (&str, &str, &str),
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Result<AtLeader, Response>, V2Error> {
-    let (queue, caller) = lookup_queue(state, app, name, headers).await?;
-    caller?.may_delete(&queue)?;
-    check_group_name(group)?;
-    let body = read_body(state, body).await?;
-    let replay = Replay {
-        method,
-        uri,
-        headers,
-        body: body.clone(),
-    };
-    match forward::to_leader(state, queue.group, replay).await? {
-        Place::Forwarded(response) => Ok(Err(response)),
-        Place::Here(term) => Ok(Ok(AtLeader {
-            queue,
-            group: group.to_string(),
-            term,
-            body,
-            query: uri.query().map(str::to_string),
-        })),
+/// The path parameters of the group routes.
+#[derive(Deserialize)]
+struct GroupPath {
+    app: String,
+    queue: String,
+    group: String,
+    #[serde(default)]
+    member: Option<String>,
+}
+
+impl FromRequest<AppState> for AtLeader {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Path(path) = Path::<GroupPath>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| V2Error::bad("path", e.body_text()).into_response())?;
+        let prologue = async {
+            let (queue, caller) =
+                lookup_queue(state, &path.app, &path.queue, &parts.headers).await?;
+            caller?.may_delete(&queue)?;
+            check_group_name(&path.group)?;
+            let body = read_body(state, body).await?;
+            let replay = Replay {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                body: body.clone(),
+            };
+            let place = forward::to_leader(state, queue.group, replay).await?;
+            Ok::<_, V2Error>((queue, body, place))
+        };
+        match prologue.await.map_err(IntoResponse::into_response)? {
+            (_, _, Place::Forwarded(response)) => Err(response),
+            (queue, body, Place::Here(term)) => Ok(AtLeader {
+                queue,
+                group: path.group,
+                member: path.member,
+                term,
+                body,
+                query: parts.uri.query().map(str::to_string),
+            }),
+        }
+    }
+}
+
+impl AtLeader {
+    /// The `{member}` path parameter, parsed.
+    fn member(&self) -> Result<MemberId, V2Error> {
+        parse_member(self.member.as_deref().unwrap_or_default())
     }
 }
 
@@ -97,18 +123,7 @@ fn check_group_name(name: &str) -> Result<(), V2Error> {
 
 /// `POST .../groups/{group}/members`: join. Body (optional):
 /// `{"session_timeout_ms"?, "start"?: "earliest" | "latest"}`.
-pub async fn join(
-    State(state): State<AppState>,
-    Path((app, name, group)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn join(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
     let fields = json_object(&at.body)?;
     let mut session_timeout_ms = SESSION_TIMEOUT_MS_DEFAULT;
     let mut start = StartPolicy::Earliest;
@@ -175,19 +190,8 @@ pub async fn join(
 /// answers the member's current epoch and assignment. Body (optional):
 /// `{"member_epoch": N}`, the epoch the member now works at; when that
 /// epoch revoked partitions, the heartbeat releases them to others.
-pub async fn heartbeat(
-    State(state): State<AppState>,
-    Path((app, name, group, member)): Path<(String, String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let member = parse_member(&member)?;
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn heartbeat(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
+    let member = at.member()?;
     let fields = json_object(&at.body)?;
     let acked = match fields.get("member_epoch") {
         None | Some(Value::Null) => None,
@@ -231,19 +235,8 @@ pub async fn heartbeat(
 
 /// `DELETE .../members/{member}`: leave; the member's partitions are
 /// reassigned at once (204).
-pub async fn leave(
-    State(state): State<AppState>,
-    Path((app, name, group, member)): Path<(String, String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let member = parse_member(&member)?;
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn leave(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
+    let member = at.member()?;
     member_view(&state, &at, member).await?;
     change(
         &state,
@@ -264,18 +257,7 @@ pub async fn leave(
 /// &wait_ms=W`: messages from the member's partitions, from its
 /// positions; waits for data when there is none. Also keeps the session
 /// alive.
-pub async fn poll(
-    State(state): State<AppState>,
-    Path((app, name, group)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn poll(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
     let query = Query::parse(at.query.clone())?;
     let member = parse_member(
         query
@@ -390,18 +372,7 @@ enum Polled {
 /// `PUT .../groups/{group}/offsets`: commit `{"member_id", "member_epoch",
 /// "offsets": {"partition": next_offset}}`; 409 with the member's current
 /// assignment when it does not own them at that epoch.
-pub async fn commit(
-    State(state): State<AppState>,
-    Path((app, name, group)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn commit(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
     let fields = json_object(&at.body)?;
     if let Some(unknown) = fields
         .keys()
@@ -476,18 +447,7 @@ pub async fn commit(
 
 /// `GET .../groups/{group}`: members, assignment, committed offsets, end
 /// offsets and lag per partition.
-pub async fn status(
-    State(state): State<AppState>,
-    Path((app, name, group)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, V2Error> {
-    let at = match at_leader(&state, (&app, &name, &group), &method, &uri, &headers, body).await? {
-        Ok(at) => at,
-        Err(forwarded) => return Ok(forwarded),
-    };
+pub async fn status(State(state): State<AppState>, at: AtLeader) -> Result<Response, V2Error> {
     let body = group_status(&state, &at.queue, &at.group, Consistency::Weak)
         .await?
         .ok_or_else(|| {
