@@ -45,6 +45,16 @@ fn bodies(fetched: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Produces `messages` (a JSON array) to queue `q`.
+async fn produce(s: &Server, messages: Value) -> crate::support::Reply {
+    s.json(
+        "POST",
+        "/v2/default/q/messages",
+        &json!({ "messages": messages }),
+    )
+    .await
+}
+
 /// The high watermark of every partition, through the queue description.
 async fn ends(s: &Server) -> Vec<u64> {
     let described = s.app("GET", "/v2/default/queues/q", "").await;
@@ -168,13 +178,7 @@ async fn a_long_poll_answers_when_a_message_arrives() {
     // answer empty only after 60 s otherwise).
     let poll = fetch(&s, 0, "offset=0&wait_ms=60000");
     let produce = async {
-        s.json(
-            "POST",
-            "/v2/default/q/messages",
-            &json!({"messages": [{"body": "late"}]}),
-        )
-        .await
-        .expect(201);
+        produce(&s, json!([{"body": "late"}])).await.expect(201);
     };
     let (polled, ()) = tokio::join!(poll, produce);
     assert_eq!(bodies(&polled), vec!["late"]);
@@ -428,23 +432,13 @@ async fn queues_are_administered_as_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_507_and_writes_nothing() {
     let (_dir, s) = with_queue(1).await;
-    s.json(
-        "POST",
-        "/v2/default/q/messages",
-        &json!({"messages": [{"body": "before"}]}),
-    )
-    .await
-    .expect(201);
+    produce(&s, json!([{"body": "before"}])).await.expect(201);
     // Restart with a reserve no disk has: the disk is "full".
     let dir = s.kill().await;
     let s = Server::start(&dir, &["--disk-reserve-mb", "1073741824"]).await;
-    s.json(
-        "POST",
-        "/v2/default/q/messages",
-        &json!({"messages": [{"body": "after"}]}),
-    )
-    .await
-    .expect_code(507, "InsufficientStorage");
+    produce(&s, json!([{"body": "after"}]))
+        .await
+        .expect_code(507, "InsufficientStorage");
     s.app("POST", "/v1/default/q", "after")
         .await
         .expect_error(507, "InsufficientStorage");
