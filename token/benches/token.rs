@@ -62,8 +62,8 @@ fn benches(c: &mut Criterion) {
     c.bench_function("hawk parse + token verify + hawk verify", |b| {
         b.iter(|| {
             let parsed = hawk::parse(black_box(&text)).map_err(|e| e.to_string())?;
-            let verified = token::verify(&parsed.id, &[secret], 1_700_000_000.0)
-                .map_err(|e| e.to_string())?;
+            let verified =
+                token::verify(&parsed.id, &[secret], 1_700_000_000.0).map_err(|e| e.to_string())?;
             hawk::verify(&parsed, &request, &verified.key, 1_700_000_000, 60)
                 .map_err(|e| e.to_string())
         })
