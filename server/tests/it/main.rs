@@ -4,6 +4,7 @@
 mod failover;
 mod membership;
 mod metrics;
+mod queuey_client;
 mod serve;
 mod support;
 mod v1_messages;
