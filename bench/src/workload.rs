@@ -297,6 +297,19 @@ mod tests {
         assert_eq!(backlog.warmup_duration_s, 60);
     }
 
+    /// The shapes shipped in `bench/workloads/` parse.
+    #[test]
+    fn the_shipped_workloads_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("bench/workloads") {
+            let path = entry.expect("entry").path();
+            let w = read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            names.push(w.name);
+        }
+        assert_eq!(names.len(), 6, "{names:?}");
+    }
+
     const OMB_SHAPE: &str = r#"
 # A comment
 name: 1 topic / 1 partition / 1Kb   # trailing comment
