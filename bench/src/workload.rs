@@ -51,7 +51,8 @@ pub struct Workload {
     pub consumer_per_subscription: u32,
     /// `producersPerTopic`.
     pub producers_per_topic: u32,
-    /// `producerRate`, messages per second over all producers; 0 = max.
+    /// `producerRate`, messages per second over all producers (OMB's max-rate
+    /// files ask for 10,000,000: more than any acknowledgement rate).
     pub producer_rate: u64,
     /// `consumerBacklogSizeGB`: build this backlog, then drain it.
     pub consumer_backlog_size_gb: u64,
