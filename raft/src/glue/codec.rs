@@ -32,6 +32,40 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
+/// Decodes a value `H` followed by an optional extension `X`: a payload
+/// written before `X` existed (nothing after `H`) gives `X::default()`.
+/// This is how a checkpoint grows a trailing field without a new version:
+/// bincode writes a struct's fields one after another, unframed.
+pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> io::Result<(H, X)> {
+    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| invalid("empty WAL payload".into()))?;
+    if version != CODEC_VERSION {
+        return Err(invalid(format!(
+            "WAL payload encoding version {version} is not {CODEC_VERSION}"
+        )));
+    }
+    let config = bincode::config::standard();
+    let (head, read) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| invalid(format!("decoding a WAL payload: {e}")))?;
+    let rest = &body[read..];
+    if rest.is_empty() {
+        return Ok((head, X::default()));
+    }
+    let (extension, read) = bincode::serde::decode_from_slice(rest, config)
+        .map_err(|e| invalid(format!("decoding a payload's extension: {e}")))?;
+    if read != rest.len() {
+        return Err(invalid(format!(
+            "WAL payload has {} trailing bytes",
+            rest.len() - read
+        )));
+    }
+    Ok((head, extension))
+}
+
 /// Decodes a value read from the WAL; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);

@@ -151,6 +151,9 @@ pub enum MetaCommand {
         /// The name.
         name: String,
     },
+    /// A token-server assignment change (logins, nodes, purges). Appended
+    /// last: variant numbers are the encoding.
+    Token(sluice_token::assign::Command),
 }
 
 /// What applying a meta proposal answered.
@@ -162,6 +165,8 @@ pub enum MetaReply {
     Queue(Queue),
     /// Refused whole; nothing changed.
     Refused(MetaRefusal),
+    /// A token-server command's answer.
+    Token(sluice_token::assign::Reply),
 }
 
 impl MetaReply {

@@ -24,6 +24,7 @@ use crate::meta::command::{
     NAME_BYTES_MAX, PARTITIONS_MAX, PRINCIPLE_BYTES_MAX, PRINCIPLES_MAX, QUEUES_MAX, Queue,
     QueueSettings,
 };
+use sluice_token::assign::Assignments;
 
 const CHECKPOINT_FILE: &str = "checkpoint";
 /// Meta requests remembered for retries.
@@ -44,6 +45,11 @@ pub struct MetaState {
     queues: BTreeMap<(String, String), Queue>,
     next_queue: u64,
     requests: RequestWindow<MetaReply>,
+    /// Token users' assignments. Checkpointed after the rest (see
+    /// `MetaCheckpoint`), so checkpoints written before tokens existed
+    /// still decode.
+    #[serde(skip)]
+    tokens: Assignments,
 }
 
 impl Default for MetaState {
@@ -56,6 +62,7 @@ impl Default for MetaState {
             queues: BTreeMap::new(),
             next_queue: 1,
             requests: RequestWindow::new(REQUEST_WINDOW),
+            tokens: Assignments::default(),
         }
     }
 }
@@ -210,7 +217,13 @@ impl MetaState {
                     .ok_or(MetaRefusal::UnknownQueue(name))?;
                 Ok(MetaReply::Queue(queue))
             }
+            MetaCommand::Token(command) => Ok(MetaReply::Token(self.tokens.apply(command))),
         }
+    }
+
+    /// Token users' assignments.
+    pub fn tokens(&self) -> &Assignments {
+        &self.tokens
     }
 
     /// The data group holding the fewest partitions (ties: lowest id).
@@ -313,6 +326,24 @@ fn check_settings(settings: &QueueSettings) -> Result<(), MetaRefusal> {
 struct MetaCheckpoint {
     raft_state: Vec<u8>,
     state: MetaState,
+    /// Written after the rest; absent from checkpoints that predate token
+    /// assignments (`codec::decode_extended` reads both).
+    tokens: Assignments,
+}
+
+/// A checkpoint's fields before `tokens`, for decoding.
+#[derive(Deserialize)]
+struct MetaCheckpointHead {
+    raft_state: Vec<u8>,
+    state: MetaState,
+}
+
+/// Decodes a meta checkpoint, old or new.
+fn decode_checkpoint(bytes: &[u8]) -> io::Result<(Vec<u8>, MetaState)> {
+    let (head, tokens): (MetaCheckpointHead, Assignments) = codec::decode_extended(bytes)?;
+    let mut state = head.state;
+    state.tokens = tokens;
+    Ok((head.raft_state, state))
 }
 
 /// The meta group's state machine: `MetaState`, checkpointed whole.
@@ -333,8 +364,8 @@ impl MetaMachine {
         let path = dir.join(CHECKPOINT_FILE);
         let (state, raft_state) = match checkpoint::read(disk.as_ref(), &path)? {
             Some(body) => {
-                let c: MetaCheckpoint = codec::decode(&body)?;
-                (c.state, c.raft_state)
+                let (raft_state, state) = decode_checkpoint(&body)?;
+                (state, raft_state)
             }
             None => (MetaState::default(), Vec::new()),
         };
@@ -355,6 +386,7 @@ impl MetaMachine {
         let body = MetaCheckpoint {
             raft_state,
             state: self.state.clone(),
+            tokens: self.state.tokens.clone(),
         };
         let bytes = codec::encode(&body)?;
         checkpoint::write(self.disk.as_ref(), &self.path, &bytes)?;
@@ -381,8 +413,8 @@ impl GroupMachine for MetaMachine {
     }
 
     fn install(&mut self, raft_state: Vec<u8>, snapshot: &[u8]) -> io::Result<()> {
-        let c: MetaCheckpoint = codec::decode(snapshot)?;
-        self.state = c.state;
+        let (_, state) = decode_checkpoint(snapshot)?;
+        self.state = state;
         self.write_checkpoint(raft_state).map(drop)
     }
 }
@@ -556,6 +588,71 @@ mod tests {
             panic!("re-create")
         };
         assert_ne!(again.id, created.id, "a re-created name gets a new id");
+    }
+
+    #[test]
+    fn token_assignments_are_checkpointed_and_old_checkpoints_still_open() {
+        use sluice_token::assign::{Command, Login, Reply};
+        let disk = SimDisk::new();
+        let mut m = MetaMachine::open(Arc::new(disk.clone()), "/n1/meta").expect("open");
+        let commands = [
+            Command::SetNode {
+                service: "queuey-1.0".into(),
+                url: "http://h/g/1".into(),
+                capacity: Some(10),
+                available: None,
+                current_load: None,
+                downed: None,
+                backoff: None,
+            },
+            Command::Login(Login {
+                service: "queuey-1.0".into(),
+                email: "u@x".into(),
+                generation: Some(1),
+                keys_changed_at: None,
+                client_state: String::new(),
+                now_ms: 5,
+                may_create: true,
+            }),
+        ];
+        let mut last = None;
+        for (i, command) in commands.into_iter().enumerate() {
+            let p = MetaProposal {
+                request_id: RequestId(10 + i as u128),
+                proposed_at: Timestamp(1),
+                command: MetaCommand::Token(command),
+            };
+            last = Some(MetaReply::decode(
+                &m.apply(&p.encode().expect("encode")).expect("apply"),
+            ));
+        }
+        assert!(matches!(
+            last,
+            Some(Ok(MetaReply::Token(Reply::Assigned(_))))
+        ));
+        m.checkpoint(b"raft".to_vec()).expect("checkpoint");
+        let reopened = MetaMachine::open(Arc::new(disk.clone()), "/n1/meta").expect("reopen");
+        assert_eq!(reopened.state().tokens().rows("queuey-1.0", "u@x").len(), 1);
+        assert_eq!(reopened.state(), m.state());
+        // A checkpoint written before token assignments existed.
+        #[derive(Serialize)]
+        struct Old {
+            raft_state: Vec<u8>,
+            state: MetaState,
+        }
+        let old = codec::encode(&Old {
+            raft_state: b"r".to_vec(),
+            state: MetaState::default(),
+        })
+        .expect("encode");
+        let (raft_state, state) = decode_checkpoint(&old).expect("an old checkpoint");
+        assert_eq!((raft_state, state), (b"r".to_vec(), MetaState::default()));
+        let mut damaged = old.to_vec();
+        damaged.push(0xff);
+        assert!(
+            decode_checkpoint(&damaged).is_err(),
+            "a bad extension is an error"
+        );
     }
 
     #[test]
