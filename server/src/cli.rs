@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (with no flags: a single-node cluster on 127.0.0.1:8080).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster on loopback (child processes; Ctrl-C stops it).
     DevCluster(DevClusterArgs),
     /// Operators' commands over HTTP (cluster status, nodes, queues).
@@ -41,7 +41,7 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Serve(args) => {
-            let config = match ServeConfig::resolve(args) {
+            let config = match ServeConfig::resolve(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("sluice: {e}");

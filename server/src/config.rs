@@ -77,6 +77,27 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLUICE_LOG_JSON")]
     pub log_json: bool,
+    /// Master secret that signs tokens (the same on every node) [default: no token service].
+    #[arg(long, env = "SLUICE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// FxA-compatible remote verifier: `POST {URL}/v1/verify`.
+    #[arg(long, env = "SLUICE_TOKEN_VERIFY_URL")]
+    pub token_verify_url: Option<String>,
+    /// Scope a credential must carry [default: sluice].
+    #[arg(long, env = "SLUICE_TOKEN_SCOPE")]
+    pub token_scope: Option<String>,
+    /// Users' email domain (`<user>@<domain>`) [default: api.accounts.firefox.com].
+    #[arg(long, env = "SLUICE_TOKEN_EMAIL_DOMAIN")]
+    pub token_email_domain: Option<String>,
+    /// `NAME-VERSION[:DURATION_S]` served at /1.0/NAME/VERSION (repeatable) [default: queuey-1.0:3600].
+    #[arg(long = "token-app", env = "SLUICE_TOKEN_APPS", value_delimiter = ',')]
+    pub token_apps: Vec<String>,
+    /// Users each data group takes [default: 100000].
+    #[arg(long, env = "SLUICE_TOKEN_NODE_CAPACITY")]
+    pub token_node_capacity: Option<u32>,
+    /// Secret of the hashed user and device ids in tokens [default: the token secret].
+    #[arg(long, env = "SLUICE_TOKEN_METRICS_SECRET", hide_env_values = true)]
+    pub token_metrics_secret: Option<String>,
 }
 
 /// The `--config` file: the same settings, all optional.
@@ -96,6 +117,14 @@ struct FileSettings {
     read_cap: Option<usize>,
     disk_reserve_mb: Option<u64>,
     log_json: Option<bool>,
+    token_secret: Option<String>,
+    token_verify_url: Option<String>,
+    token_scope: Option<String>,
+    token_email_domain: Option<String>,
+    #[serde(default)]
+    token_apps: Vec<String>,
+    token_node_capacity: Option<u32>,
+    token_metrics_secret: Option<String>,
 }
 
 /// A setting that cannot be used.
@@ -153,6 +182,34 @@ pub struct ServeConfig {
     pub disk_reserve_bytes: u64,
     /// Whether logs are JSON lines.
     pub log_json: bool,
+    /// The token service, when `--token-secret` is given.
+    pub token: Option<TokenSettings>,
+}
+
+/// Default lifetime of a token, seconds.
+pub const TOKEN_DURATION_S_DEFAULT: u64 = 3_600;
+/// Longest token lifetime, seconds.
+pub const TOKEN_DURATION_S_MAX: u64 = 86_400;
+/// Default users per data group.
+pub const TOKEN_NODE_CAPACITY_DEFAULT: u32 = 100_000;
+
+/// The token service's settings.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// Master secret; each node's signing secret derives from it.
+    pub secret: String,
+    /// Secret of the hashed metrics ids.
+    pub metrics_secret: String,
+    /// The remote verifier's base URL, if any.
+    pub verify_url: Option<String>,
+    /// Required scope.
+    pub scope: String,
+    /// Users' email domain.
+    pub email_domain: String,
+    /// Served `(app, version)` → token lifetime in seconds.
+    pub apps: BTreeMap<(String, String), u64>,
+    /// Users each data group takes.
+    pub node_capacity: u32,
 }
 
 impl ServeConfig {
@@ -259,8 +316,96 @@ impl ServeConfig {
             read_cap,
             disk_reserve_bytes: reserve_mb * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
+            token: token_settings(
+                args.token_secret.or(file.token_secret),
+                args.token_verify_url.or(file.token_verify_url),
+                args.token_scope.or(file.token_scope),
+                args.token_email_domain.or(file.token_email_domain),
+                if args.token_apps.is_empty() {
+                    file.token_apps
+                } else {
+                    args.token_apps
+                },
+                args.token_node_capacity.or(file.token_node_capacity),
+                args.token_metrics_secret.or(file.token_metrics_secret),
+            )?,
         })
     }
+}
+
+/// Checks the token settings; `None` without a secret (then the token
+/// endpoint answers 503).
+fn token_settings(
+    secret: Option<String>,
+    verify_url: Option<String>,
+    scope: Option<String>,
+    email_domain: Option<String>,
+    apps: Vec<String>,
+    node_capacity: Option<u32>,
+    metrics_secret: Option<String>,
+) -> Result<Option<TokenSettings>, ConfigError> {
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    check_key("token-secret", &secret)?;
+    if let Some(url) = &verify_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "token-verify-url",
+            format!("{url:?} is not an http(s) URL"),
+        ));
+    }
+    let apps_text = if apps.is_empty() {
+        vec!["queuey-1.0:3600".to_string()]
+    } else {
+        apps
+    };
+    let mut apps = BTreeMap::new();
+    for text in apps_text.iter().take(APP_KEYS_MAX + 1) {
+        let (name_version, duration) = match text.split_once(':') {
+            Some((nv, d)) => (nv, Some(d)),
+            None => (text.as_str(), None),
+        };
+        let (name, version) = name_version
+            .rsplit_once('-')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "token-app",
+                    format!("{text:?} is not NAME-VERSION[:DURATION_S]"),
+                )
+            })?;
+        let duration_s = match duration {
+            None => TOKEN_DURATION_S_DEFAULT,
+            Some(d) => d
+                .parse::<u64>()
+                .ok()
+                .filter(|d| (1..=TOKEN_DURATION_S_MAX).contains(d))
+                .ok_or_else(|| {
+                    invalid(
+                        "token-app",
+                        format!("duration {d:?} is not in 1..={TOKEN_DURATION_S_MAX}"),
+                    )
+                })?,
+        };
+        apps.insert((name.to_string(), version.to_string()), duration_s);
+    }
+    if apps.len() > APP_KEYS_MAX {
+        return Err(invalid(
+            "token-app",
+            format!("at most {APP_KEYS_MAX} entries"),
+        ));
+    }
+    Ok(Some(TokenSettings {
+        metrics_secret: metrics_secret.unwrap_or_else(|| secret.clone()),
+        secret,
+        verify_url: verify_url.map(|u| u.trim_end_matches('/').to_string()),
+        scope: scope.unwrap_or_else(|| "sluice".to_string()),
+        email_domain: email_domain.unwrap_or_else(|| "api.accounts.firefox.com".to_string()),
+        apps,
+        node_capacity: node_capacity.unwrap_or(TOKEN_NODE_CAPACITY_DEFAULT),
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {

@@ -60,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Free space on the data directory's disk (507 below the reserve).
     pub disk: Arc<DiskSpace>,
+    /// The token service, when configured.
+    pub token: Option<Arc<crate::token::TokenService>>,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.
@@ -68,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::v1::router())
         .merge(crate::v2::router())
+        .merge(crate::token::router())
         .merge(crate::admin::router())
         .route("/__heartbeat__", get(heartbeat))
         .route("/__lbheartbeat__", get(lb_heartbeat))

@@ -14,5 +14,6 @@ pub mod http;
 pub mod metrics;
 pub mod secrets;
 pub mod startup;
+pub mod token;
 pub mod v1;
 pub mod v2;

@@ -120,6 +120,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .map_err(|e| StartError::Setting(format!("the HTTP client: {e}")))?,
         metrics: Arc::new(Metrics::default()),
         disk: Arc::new(DiskSpace::new(data_dir.clone(), config.disk_reserve_bytes)),
+        token: match config.token.clone() {
+            Some(settings) => Some(crate::token::service(settings).map_err(StartError::Setting)?),
+            None => None,
+        },
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
@@ -217,9 +221,15 @@ async fn start_cluster(
     for (app, key) in &config.app_keys {
         add_app_key(state, app, key).await?;
     }
-    // The node that forms the cluster creates the default application once.
+    // The node that forms the cluster registers the token nodes and
+    // creates the default application once.
     if members.keys().next() != Some(&config.node_id) {
         return Ok(None);
+    }
+    match crate::token::register_nodes(state, public_url).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(nodes = n, "registered data groups as token nodes"),
+        Err(e) => return Err(StartError::Cluster(format!("registering token nodes: {e}"))),
     }
     let exists = state
         .cluster

@@ -7,6 +7,7 @@ mod metrics;
 mod queuey_client;
 mod serve;
 mod support;
+mod tokens;
 mod v1_messages;
 mod v1_queues;
 mod v2_groups;

@@ -1,0 +1,225 @@
+//! Goal: `GET /1.0/{app}/{version}` answers as `token.md` says: a token
+//! tokenlib can verify with the node's derived secret, sticky users,
+//! the error table's bodies, and a clear 503 when no verifier is set up.
+//! Method: a real `sluice serve` with `--token-*` flags, and a small
+//! FxA-compatible verifier served by the test on loopback.
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use sluice_token::{ids, token};
+
+use crate::support::Server;
+
+const SECRET: &str = "token-master-secret-0123456789";
+
+/// Credentials `good-<user>-<generation>` verify; `down` is a verifier
+/// failure; anything else is refused.
+async fn verifier(Json(body): Json<Value>) -> Response {
+    let credential = body["token"].as_str().unwrap_or_default().to_string();
+    if credential == "down" {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let parts: Vec<&str> = credential.split('-').collect();
+    match parts.as_slice() {
+        ["good", user, generation] => Json(json!({
+            "user": user,
+            "scope": ["sluice"],
+            "generation": generation.parse::<u64>().unwrap_or(0),
+        }))
+        .into_response(),
+        ["noscope", user] => Json(json!({"user": user, "scope": ["other"]})).into_response(),
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn start_verifier() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/v1/verify", post(verifier));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn expect_error(reply: &crate::support::Reply, http: u16, status: &str, description: &str) {
+    assert_eq!(reply.status, http, "{}", reply.json);
+    assert_eq!(reply.json["status"], status, "{}", reply.json);
+    assert_eq!(
+        reply.json["errors"][0]["description"], description,
+        "{}",
+        reply.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_issued_and_the_error_table_holds() {
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--token-secret",
+            SECRET,
+            "--token-verify-url",
+            &verify_url,
+            "--token-node-capacity",
+            "10",
+        ],
+    )
+    .await;
+    let get = |auth: &str, extra: &[(&'static str, &'static str)]| {
+        let auth = auth.to_string();
+        let extra = extra.to_vec();
+        let s = &s;
+        async move {
+            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &extra, "")
+                .await
+        }
+    };
+
+    let first = get("Bearer good-alice-1", &[]).await;
+    let body = first.expect(200).clone();
+    assert_eq!(body["hashalg"], "sha256");
+    assert_eq!(body["node_type"], "sluice");
+    assert_eq!(body["duration"], 3600);
+    assert!(first.headers.contains_key("x-timestamp"));
+    // The token verifies with the node's secret derived from the master,
+    // and names the user and the node.
+    let node = body["api_endpoint"]
+        .as_str()
+        .and_then(|e| e.strip_suffix("/v1"))
+        .expect("api_endpoint is {node}/v1")
+        .to_string();
+    assert!(node.starts_with(&s.url) && node.contains("/g/"), "{node}");
+    let node_secret = ids::node_secret(SECRET, &node).expect("node secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let verified = token::verify(body["id"].as_str().expect("id"), &[&node_secret], now)
+        .expect("the token verifies");
+    assert_eq!(verified.key, body["key"]);
+    assert_eq!(verified.payload.uid, body["uid"].as_u64().expect("uid"));
+    assert_eq!(verified.payload.fxa_uid, "alice");
+    // Sticky: the same user gets the same uid and node.
+    let again = get("Bearer good-alice-1", &[]).await;
+    assert_eq!(again.expect(200)["uid"], body["uid"]);
+    // A shorter duration is honoured, a longer one is not.
+    let short = s
+        .call(
+            "GET",
+            "/1.0/queuey/1.0?duration=60",
+            Some("Bearer good-alice-1"),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(short.expect(200)["duration"], 60);
+
+    // The error table.
+    expect_error(
+        &s.call("GET", "/1.0/queuey/1.0", None, &[], "").await,
+        401,
+        "error",
+        "Unauthorized",
+    );
+    expect_error(
+        &get("BrowserID assertion", &[]).await,
+        401,
+        "error",
+        "Unsupported",
+    );
+    expect_error(
+        &get("Bearer wrong", &[]).await,
+        401,
+        "invalid-credentials",
+        "Unauthorized",
+    );
+    expect_error(
+        &get("Bearer noscope-bob", &[]).await,
+        401,
+        "invalid-credentials",
+        "Unauthorized",
+    );
+    expect_error(
+        &get("Bearer down", &[]).await,
+        503,
+        "error",
+        "Resource is not available",
+    );
+    expect_error(
+        &get("Bearer good-alice-0", &[]).await,
+        401,
+        "invalid-generation",
+        "Unauthorized",
+    );
+    let unknown_app = s
+        .call(
+            "GET",
+            "/1.0/nothing/1.0",
+            Some("Bearer good-alice-1"),
+            &[],
+            "",
+        )
+        .await;
+    expect_error(&unknown_app, 404, "error", "Unsupported application");
+    assert_eq!(unknown_app.json["errors"][0]["name"], "application");
+    let unknown_version = s
+        .call(
+            "GET",
+            "/1.0/queuey/9.9",
+            Some("Bearer good-alice-1"),
+            &[],
+            "",
+        )
+        .await;
+    expect_error(
+        &unknown_version,
+        404,
+        "error",
+        "Unsupported application version",
+    );
+    assert_eq!(unknown_version.json["errors"][0]["name"], "9.9");
+    let bad_state = get("Bearer good-carol-1", &[("x-client-state", "not hex!")]).await;
+    expect_error(&bad_state, 400, "error", "Invalid client state value");
+    assert_eq!(bad_state.json["errors"][0]["location"], "header");
+    // A client-state change needs a newer generation.
+    get("Bearer good-dave-5", &[("x-client-state", "aaaa")])
+        .await
+        .expect(200);
+    let stale = get("Bearer good-dave-5", &[("x-client-state", "bbbb")]).await;
+    expect_error(
+        &stale,
+        401,
+        "invalid-client-state",
+        "Unacceptable client-state value new value with no generation change",
+    );
+    let moved = get("Bearer good-dave-6", &[("x-client-state", "bbbb")]).await;
+    assert_ne!(moved.expect(200)["uid"], Value::Null);
+
+    // A node without token settings says so.
+    let plain_dir = tempfile::tempdir().expect("dir");
+    let plain = Server::start(plain_dir.path(), &[]).await;
+    let reply = plain
+        .call(
+            "GET",
+            "/1.0/queuey/1.0",
+            Some("Bearer good-alice-1"),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.json["errors"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("No token verifier")),
+        "{}",
+        reply.json
+    );
+}
