@@ -88,6 +88,20 @@ impl Cluster {
         }
     }
 
+    /// Reads this node's meta replica as it is (no quorum round): for data
+    /// that changes rarely and where a slightly old view is safe.
+    pub fn meta_local<T>(&self, read: impl FnOnce(&MetaState) -> T) -> Result<T, ClusterFailure> {
+        let sm = self
+            .node
+            .machine(META_GROUP)
+            .ok_or_else(|| ClusterFailure::Internal("the meta group is not hosted".into()))?;
+        let hosted = sm.read();
+        match hosted.machine() {
+            NodeMachine::Meta(meta) => Ok(read(meta.state())),
+            NodeMachine::Data(_) => Err(ClusterFailure::Internal("group 0 is not meta".into())),
+        }
+    }
+
     /// Proposes a meta command and returns its reply.
     pub async fn propose_meta(&self, command: MetaCommand) -> Result<MetaReply, ClusterFailure> {
         let proposal = MetaProposal {

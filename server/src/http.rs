@@ -62,6 +62,8 @@ pub struct AppState {
     pub disk: Arc<DiskSpace>,
     /// The token service, when configured.
     pub token: Option<Arc<crate::token::TokenService>>,
+    /// Hawk nonces seen recently on this node.
+    pub nonces: Arc<std::sync::Mutex<sluice_token::hawk::NonceCache>>,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.
@@ -70,6 +72,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::v1::router())
         .merge(crate::v2::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::hawk_auth::authenticate,
+        ))
         .merge(crate::token::router())
         .merge(crate::admin::router())
         .route("/__heartbeat__", get(heartbeat))
@@ -94,8 +100,18 @@ pub fn service(state: AppState) -> MapRequest<Router, fn(Request) -> Request> {
     MapRequestLayer::new(strip_group_hint as fn(Request) -> Request).layer(router(state))
 }
 
+/// The path and query as the client sent them (before the `/g/{group}`
+/// hint was stripped): what a Hawk MAC covers.
+#[derive(Debug, Clone)]
+pub struct SentPath(pub String);
+
 /// `/g/{digits}/rest` becomes `/rest`; anything else is left alone.
 fn strip_group_hint(mut request: Request) -> Request {
+    let sent = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    request.extensions_mut().insert(SentPath(sent));
     let uri = request.uri();
     let Some(rest) = uri.path().strip_prefix("/g/") else {
         return request;

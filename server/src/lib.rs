@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev_cluster;
 pub mod disk_space;
+pub mod hawk_auth;
 pub mod http;
 pub mod metrics;
 pub mod secrets;

@@ -120,6 +120,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .map_err(|e| StartError::Setting(format!("the HTTP client: {e}")))?,
         metrics: Arc::new(Metrics::default()),
         disk: Arc::new(DiskSpace::new(data_dir.clone(), config.disk_reserve_bytes)),
+        nonces: Arc::new(std::sync::Mutex::new(sluice_token::hawk::NonceCache::new(
+            sluice_token::hawk::NONCES_MAX_DEFAULT,
+            sluice_token::hawk::SKEW_SECS_DEFAULT,
+        ))),
         token: match config.token.clone() {
             Some(settings) => Some(crate::token::service(settings).map_err(StartError::Setting)?),
             None => None,

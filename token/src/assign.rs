@@ -202,6 +202,12 @@ impl Assignments {
         self.nodes.get(&(service.to_string(), url.to_string()))
     }
 
+    /// Whether `url` is a node of any service (tokens for other nodes are
+    /// not accepted here).
+    pub fn serves(&self, url: &str) -> bool {
+        self.nodes.keys().any(|(_, u)| u == url)
+    }
+
     /// The rows of a user, oldest first.
     pub fn rows(&self, service: &str, email: &str) -> &[Row] {
         self.users

@@ -103,6 +103,20 @@ pub fn derived_key(secret: &str, salt: &str, id: &str) -> String {
     b64url(&key)
 }
 
+/// What a token claims, before its signature is checked: only for choosing
+/// which secret to verify it with (its `node`). Never trust it otherwise.
+pub fn unverified_payload(id: &str) -> Result<Payload, TokenError> {
+    if id.len() > TOKEN_ID_BYTES_MAX {
+        return Err(TokenError::Malformed);
+    }
+    let bytes = b64url_decode(id).ok_or(TokenError::Malformed)?;
+    if bytes.len() <= SIGNATURE_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    serde_json::from_slice(&bytes[..bytes.len() - SIGNATURE_BYTES])
+        .map_err(|_| TokenError::Malformed)
+}
+
 /// A verified token: its payload and, under the secret that signed it,
 /// its key.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,8 @@ pub enum Credentials {
     None,
     /// `Application <key>`.
     AppKey(String),
+    /// A token user whose Hawk signature the route layer verified.
+    User(u64),
     /// Any other scheme, or a malformed header.
     Unsupported,
 }
@@ -27,6 +29,14 @@ const AUTHORIZATION_BYTES_MAX: usize = 4096;
 impl Credentials {
     /// Reads the `Authorization` header.
     pub fn from_headers(headers: &HeaderMap) -> Credentials {
+        // Set only by `hawk_auth`, which removes it from client requests.
+        if let Some(uid) = headers
+            .get(crate::hawk_auth::USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            return Credentials::User(uid);
+        }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Credentials::None;
         };
@@ -52,6 +62,8 @@ pub enum Caller {
     Anonymous,
     /// An application, by name.
     App(String),
+    /// A token user, by uid (principle `user:<uid>`).
+    User(u64),
 }
 
 impl Caller {
@@ -64,6 +76,7 @@ impl Caller {
                 .app_of_key(key)
                 .map(|app| Caller::App(app.to_string()))
                 .ok_or_else(V1Error::bad_key),
+            Credentials::User(uid) => Ok(Caller::User(*uid)),
             Credentials::Unsupported => Err(V1Error::bad_key()),
         }
     }
@@ -88,6 +101,10 @@ impl Caller {
             Caller::App(app) => principles
                 .iter()
                 .any(|p| p.strip_prefix("app:") == Some(app.as_str())),
+            Caller::User(uid) => {
+                let me = format!("user:{uid}");
+                principles.contains(&me)
+            }
             Caller::Anonymous => false,
         }
     }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
-use sluice_token::{ids, token};
+use sluice_token::{hawk, ids, token};
 
 use crate::support::Server;
 
@@ -201,6 +201,108 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     );
     let moved = get("Bearer good-dave-6", &[("x-client-state", "bbbb")]).await;
     assert_ne!(moved.expect(200)["uid"], Value::Null);
+
+    // Hawk on the queue API: a queue whose principles name alice's uid is
+    // hers to read, with requests signed by her token.
+    let uid = body["uid"].as_u64().expect("uid");
+    s.form(
+        "POST",
+        "/v1/default",
+        &format!("queue_name=inbox&principles=user:{uid}"),
+    )
+    .await
+    .expect(201);
+    s.app("POST", "/v1/default/inbox", "for alice")
+        .await
+        .expect(201);
+    let path = format!(
+        "{}/default/inbox",
+        body["api_endpoint"]
+            .as_str()
+            .expect("endpoint")
+            .trim_start_matches(&s.url)
+    );
+    let (host, port) = s
+        .url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse::<u16>().expect("port")))
+        .expect("host:port");
+    let sign = |id: &str, key: &str, nonce: &str, ts: u64| {
+        let mut header = hawk::Header {
+            id: id.to_string(),
+            ts,
+            nonce: nonce.to_string(),
+            mac: String::new(),
+            hash: None,
+            ext: None,
+        };
+        let request = hawk::Request {
+            method: "GET",
+            path_and_query: &path,
+            host: &host,
+            port,
+            content_type: "",
+            body: b"",
+        };
+        header.mac = hawk::mac(key, &hawk::normalized(&header, &request));
+        format!(
+            "Hawk id=\"{}\", ts=\"{}\", nonce=\"{}\", mac=\"{}\"",
+            header.id, header.ts, header.nonce, header.mac
+        )
+    };
+    let (id, key) = (
+        body["id"].as_str().expect("id").to_string(),
+        body["key"].as_str().expect("key").to_string(),
+    );
+    let now_s = now as u64;
+    let signed = sign(&id, &key, "n1", now_s);
+    let read = s.call("GET", &path, Some(&signed), &[], "").await;
+    assert_eq!(read.expect(200)["messages"][0]["body"], "for alice");
+    // The same request again is a replay.
+    s.call("GET", &path, Some(&signed), &[], "")
+        .await
+        .expect_error(401, "InvalidHawk");
+    // A wrong key, a stale timestamp.
+    s.call(
+        "GET",
+        &path,
+        Some(&sign(&id, "not-the-key", "n2", now_s)),
+        &[],
+        "",
+    )
+    .await
+    .expect_error(401, "InvalidHawk");
+    s.call(
+        "GET",
+        &path,
+        Some(&sign(&id, &key, "n3", now_s - 3_600)),
+        &[],
+        "",
+    )
+    .await
+    .expect_error(401, "InvalidHawk");
+    // Another user's valid token may not read alice's queue.
+    let bob = get("Bearer good-bob-1", &[]).await.expect(200).clone();
+    let bob_signed = sign(
+        bob["id"].as_str().expect("id"),
+        bob["key"].as_str().expect("key"),
+        "n4",
+        now_s,
+    );
+    s.call("GET", &path, Some(&bob_signed), &[], "")
+        .await
+        .expect_error(403, "Forbidden");
+    // The internal user header cannot be sent from outside.
+    s.call(
+        "GET",
+        "/v1/default/inbox",
+        None,
+        &[("x-sluice-hawk-user", &uid.to_string())],
+        "",
+    )
+    .await
+    .expect_error(403, "Forbidden");
 
     // A node without token settings says so.
     let plain_dir = tempfile::tempdir().expect("dir");
