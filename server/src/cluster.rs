@@ -77,15 +77,7 @@ impl Cluster {
     /// is visible).
     pub async fn meta<T>(&self, read: impl FnOnce(&MetaState) -> T) -> Result<T, ClusterFailure> {
         self.node.linearizable(META_GROUP).await?;
-        let sm = self
-            .node
-            .machine(META_GROUP)
-            .ok_or_else(|| ClusterFailure::Internal("the meta group is not hosted".into()))?;
-        let hosted = sm.read();
-        match hosted.machine() {
-            NodeMachine::Meta(meta) => Ok(read(meta.state())),
-            NodeMachine::Data(_) => Err(ClusterFailure::Internal("group 0 is not meta".into())),
-        }
+        self.meta_local(read)
     }
 
     /// Reads this node's meta replica as it is (no quorum round): for data

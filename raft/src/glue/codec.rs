@@ -32,13 +32,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// Decodes a value `H` followed by an optional extension `X`: a payload
-/// written before `X` existed (nothing after `H`) gives `X::default()`.
-/// This is how a checkpoint grows a trailing field without a new version:
-/// bincode writes a struct's fields one after another, unframed.
-pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default>(
-    bytes: &[u8],
-) -> io::Result<(H, X)> {
+/// The bytes after the version byte, if the version is ours.
+fn versioned_body(bytes: &[u8]) -> io::Result<&[u8]> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
     let (&version, body) = bytes
         .split_first()
@@ -48,6 +43,18 @@ pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default
             "WAL payload encoding version {version} is not {CODEC_VERSION}"
         )));
     }
+    Ok(body)
+}
+
+/// Decodes a value `H` followed by an optional extension `X`: a payload
+/// written before `X` existed (nothing after `H`) gives `X::default()`.
+/// This is how a checkpoint grows a trailing field without a new version:
+/// bincode writes a struct's fields one after another, unframed.
+pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> io::Result<(H, X)> {
+    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    let body = versioned_body(bytes)?;
     let config = bincode::config::standard();
     let (head, read) = bincode::serde::decode_from_slice(body, config)
         .map_err(|e| invalid(format!("decoding a WAL payload: {e}")))?;
@@ -69,14 +76,7 @@ pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default
 /// Decodes a value read from the WAL; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or_else(|| invalid("empty WAL payload".into()))?;
-    if version != CODEC_VERSION {
-        return Err(invalid(format!(
-            "WAL payload encoding version {version} is not {CODEC_VERSION}"
-        )));
-    }
+    let body = versioned_body(bytes)?;
     let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map_err(|e| invalid(format!("decoding a WAL payload: {e}")))?;
     if read != body.len() {
