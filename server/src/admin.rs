@@ -37,7 +37,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// 401 unless the request carries the admin key.
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), V1Error> {
+pub(crate) fn check(state: &AppState, headers: &HeaderMap) -> Result<(), V1Error> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())

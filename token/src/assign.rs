@@ -314,7 +314,7 @@ impl Assignments {
             if !login.may_create {
                 return Err(Refused::NewUserCap);
             }
-            let node = self.allocate(&login.service)?;
+            let node = self.allocate(&login.service, None)?;
             let row = self.new_row(&login, node, login.generation.unwrap_or(0));
             self.users.insert(key, vec![row.clone()]);
             return Ok(row);
@@ -332,14 +332,16 @@ impl Assignments {
             // A new client state: a new uid, on the same node if it can
             // still serve; older rows are replaced.
             let node = if node_gone {
-                self.allocate(&login.service)?
+                self.allocate(&login.service, Some(&user.node))?
             } else {
                 user.node.clone()
             };
             return Ok(self.replace_with(&key, &login, node, generation));
         }
         if user.replaced_at_ms.is_some() || node_gone {
-            let node = self.allocate(&login.service)?;
+            // Moved off its node (unassigned, or the node is gone): go
+            // elsewhere when anywhere else can take the user.
+            let node = self.allocate(&login.service, Some(&user.node))?;
             return Ok(self.replace_with(&key, &login, node, generation));
         }
         // Same client state: record what moved forward.
@@ -392,10 +394,14 @@ impl Assignments {
         }
     }
 
-    /// Picks the least-loaded node that can take a user and charges it;
-    /// releases capacity once if none can.
-    fn allocate(&mut self, service: &str) -> Result<String, Refused> {
-        let url = match self.pick(service) {
+    /// Picks the least-loaded node that can take a user (other than
+    /// `avoid` when another can) and charges it; releases capacity once if
+    /// none can.
+    fn allocate(&mut self, service: &str, avoid: Option<&str>) -> Result<String, Refused> {
+        let url = match self
+            .pick(service, avoid)
+            .or_else(|| self.pick(service, None))
+        {
             Some(url) => url,
             None => {
                 let rate = self.release_rate_permille;
@@ -410,7 +416,9 @@ impl Assignments {
                 if !released {
                     return Err(Refused::NoCapacity);
                 }
-                self.pick(service).ok_or(Refused::NoCapacity)?
+                self.pick(service, avoid)
+                    .or_else(|| self.pick(service, None))
+                    .ok_or(Refused::NoCapacity)?
             }
         };
         if let Some(n) = self.nodes.get_mut(&(service.to_string(), url.clone())) {
@@ -423,7 +431,7 @@ impl Assignments {
     /// The node with the lowest `ln(load) / ln(capacity)` among those that
     /// can take a user (an empty node first; ties to the first URL, and
     /// URLs `{public_url}/g/{group}` sort by group within a cluster).
-    fn pick(&self, service: &str) -> Option<String> {
+    fn pick(&self, service: &str, avoid: Option<&str>) -> Option<String> {
         let score = |n: &Node| -> f64 {
             if n.current_load == 0 {
                 f64::NEG_INFINITY
@@ -435,8 +443,9 @@ impl Assignments {
         };
         self.nodes
             .iter()
-            .filter(|((s, _), n)| {
+            .filter(|((s, url), n)| {
                 s == service
+                    && avoid != Some(url.as_str())
                     && n.available > 0
                     && n.capacity > n.current_load
                     && !n.downed
@@ -700,16 +709,7 @@ mod tests {
             now_ms: 2_000,
         });
         assert_eq!(moved, Reply::Rows(vec![(first.uid, first.node.clone())]));
-        // Mark the old node downed so the move cannot land there again.
-        a.apply(Command::SetNode {
-            service: S.into(),
-            url: first.node.clone(),
-            capacity: None,
-            available: None,
-            current_load: None,
-            downed: Some(true),
-            backoff: None,
-        });
+        // The next login lands on another node, with a new uid.
         let next = assigned(a.apply(login("a@x", None, None, "")));
         assert_ne!(next.node, first.node);
         assert_ne!(next.uid, first.uid);

@@ -23,6 +23,7 @@ use crate::config::TokenSettings;
 use crate::http::AppState;
 use crate::token::error::TokenError;
 
+pub mod admin;
 pub mod error;
 pub mod verify;
 
@@ -36,7 +37,9 @@ pub struct TokenService {
 
 /// The token routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/1.0/{app}/{version}", get(issue))
+    Router::new()
+        .route("/1.0/{app}/{version}", get(issue))
+        .merge(admin::router())
 }
 
 /// The service name of an application version: `{app}-{version}`.

@@ -304,6 +304,60 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     .await
     .expect_error(403, "Forbidden");
 
+    // Operators: count users, refuse new ones, move a node's users away.
+    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
+    let bearer = format!("Bearer {}", admin_key.trim());
+    let admin = |method: &'static str, path: &'static str, body: Value| {
+        let bearer = bearer.clone();
+        let s = &s;
+        async move {
+            s.call(
+                method,
+                path,
+                Some(&bearer),
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let users = admin("GET", "/admin/token/queuey-1.0/users", Value::Null).await;
+    assert_eq!(users.expect(200)["users"], 3, "alice, bob and dave");
+    admin("PUT", "/admin/token/new-users", json!({"allow": false}))
+        .await
+        .expect(200);
+    let refused = get("Bearer good-erin-1", &[]).await;
+    expect_error(
+        &refused,
+        403,
+        "new-users-disabled",
+        "New users are not allowed",
+    );
+    get("Bearer good-alice-1", &[]).await.expect(200);
+    admin("PUT", "/admin/token/new-users", json!({"allow": true}))
+        .await
+        .expect(200);
+    let unassigned = admin(
+        "POST",
+        "/admin/token/queuey-1.0/nodes/unassign",
+        json!({"url": node}),
+    )
+    .await;
+    assert!(
+        unassigned.expect(200)["rows"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["uid"] == body["uid"])),
+        "{}",
+        unassigned.json
+    );
+    let moved_alice = get("Bearer good-alice-1", &[]).await.expect(200).clone();
+    assert_ne!(moved_alice["uid"], body["uid"]);
+    assert_ne!(moved_alice["api_endpoint"], body["api_endpoint"]);
+    let unauthorised = s
+        .call("GET", "/admin/token/queuey-1.0/users", None, &[], "")
+        .await;
+    assert_eq!(unauthorised.status, 401);
+
     // A node without token settings says so.
     let plain_dir = tempfile::tempdir().expect("dir");
     let plain = Server::start(plain_dir.path(), &[]).await;

@@ -1,0 +1,216 @@
+//! Operators' control of token assignments, under `/admin/token` with the
+//! admin key: set a node's capacity and state, move a node's users away
+//! (the recourse when a group dies), remove a node, purge replaced rows,
+//! count users, and allow or refuse new users. Each change is one command
+//! in the meta group.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_raft::meta::command::{MetaCommand, MetaReply};
+use sluice_token::assign::{Command, Reply};
+
+use crate::admin::check;
+use crate::http::AppState;
+use crate::v1::error::V1Error;
+use crate::v1::read_body;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/token/{service}/nodes", put(set_node))
+        .route("/admin/token/{service}/nodes/unassign", post(unassign))
+        .route("/admin/token/{service}/nodes/remove", post(remove))
+        .route("/admin/token/{service}/purge", post(purge))
+        .route("/admin/token/{service}/users", get(count))
+        .route("/admin/token/new-users", put(new_users))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeBody {
+    url: String,
+    capacity: Option<u32>,
+    available: Option<u32>,
+    current_load: Option<u32>,
+    downed: Option<bool>,
+    backoff: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlBody {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    /// Rows replaced longer ago than this are purged.
+    grace_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowBody {
+    allow: bool,
+}
+
+async fn parse<T: for<'de> Deserialize<'de>>(state: &AppState, body: Body) -> Result<T, V1Error> {
+    let bytes = read_body(state, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| V1Error::bad("body", format!("invalid JSON: {e}")))
+}
+
+async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
+    match state
+        .cluster
+        .propose_meta(MetaCommand::Token(command))
+        .await?
+    {
+        MetaReply::Token(Reply::Refused(refused)) => Err(V1Error::new(
+            StatusCode::BAD_REQUEST,
+            "Refused",
+            refused.to_string(),
+        )),
+        MetaReply::Token(Reply::Node(node)) => Ok(Json(json!({
+            "status": "ok",
+            "capacity": node.capacity,
+            "available": node.available,
+            "current_load": node.current_load,
+            "downed": node.downed,
+            "backoff": node.backoff,
+        }))
+        .into_response()),
+        MetaReply::Token(Reply::Rows(rows)) => {
+            let rows: Vec<_> = rows
+                .into_iter()
+                .map(|(uid, node)| json!({"uid": uid, "node": node}))
+                .collect();
+            Ok(Json(json!({"status": "ok", "rows": rows})).into_response())
+        }
+        MetaReply::Token(_) => Ok(Json(json!({"status": "ok"})).into_response()),
+        other => Err(V1Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `PUT /admin/token/{service}/nodes` `{"url", "capacity"?, "available"?,
+/// "current_load"?, "downed"?, "backoff"?}`: adds or changes a node.
+async fn set_node(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: NodeBody = parse(&state, body).await?;
+    run(
+        &state,
+        Command::SetNode {
+            service,
+            url: b.url,
+            capacity: b.capacity,
+            available: b.available,
+            current_load: b.current_load,
+            downed: b.downed,
+            backoff: b.backoff,
+        },
+    )
+    .await
+}
+
+/// `POST /admin/token/{service}/nodes/unassign` `{"url"}`: the node's
+/// users move to other nodes on their next login.
+async fn unassign(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: UrlBody = parse(&state, body).await?;
+    run(
+        &state,
+        Command::UnassignNode {
+            service,
+            url: b.url,
+            now_ms: now_ms(),
+        },
+    )
+    .await
+}
+
+/// `POST /admin/token/{service}/nodes/remove` `{"url"}`: unassigns, then
+/// removes the node.
+async fn remove(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: UrlBody = parse(&state, body).await?;
+    run(
+        &state,
+        Command::RemoveNode {
+            service,
+            url: b.url,
+            now_ms: now_ms(),
+        },
+    )
+    .await
+}
+
+/// `POST /admin/token/{service}/purge` `{"grace_ms"}`: forgets rows
+/// replaced longer ago than the grace period, freeing their slots.
+async fn purge(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: PurgeBody = parse(&state, body).await?;
+    let before_ms = now_ms().saturating_sub(b.grace_ms);
+    run(&state, Command::Purge { service, before_ms }).await
+}
+
+/// `GET /admin/token/{service}/users`: users with a current assignment.
+async fn count(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let users = state
+        .cluster
+        .meta(|m| m.tokens().count_users(&service))
+        .await?;
+    Ok(Json(json!({"status": "ok", "users": users})).into_response())
+}
+
+/// `PUT /admin/token/new-users` `{"allow": bool}`.
+async fn new_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: AllowBody = parse(&state, body).await?;
+    run(&state, Command::AllowNewUsers(b.allow)).await
+}
