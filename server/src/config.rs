@@ -98,6 +98,12 @@ pub struct ServeArgs {
     /// Secret of the hashed user and device ids in tokens [default: the token secret].
     #[arg(long, env = "SLUICE_TOKEN_METRICS_SECRET", hide_env_values = true)]
     pub token_metrics_secret: Option<String>,
+    /// Token requests per second per client address, 0 = unlimited [default: 20].
+    #[arg(long, env = "SLUICE_TOKEN_IP_RATE")]
+    pub token_ip_rate: Option<u32>,
+    /// New users assigned per minute on this node, 0 = unlimited [default: 600].
+    #[arg(long, env = "SLUICE_TOKEN_NEW_USERS_PER_MINUTE")]
+    pub token_new_users_per_minute: Option<u32>,
 }
 
 /// The `--config` file: the same settings, all optional.
@@ -125,6 +131,8 @@ struct FileSettings {
     token_apps: Vec<String>,
     token_node_capacity: Option<u32>,
     token_metrics_secret: Option<String>,
+    token_ip_rate: Option<u32>,
+    token_new_users_per_minute: Option<u32>,
 }
 
 /// A setting that cannot be used.
@@ -210,6 +218,10 @@ pub struct TokenSettings {
     pub apps: BTreeMap<(String, String), u64>,
     /// Users each data group takes.
     pub node_capacity: u32,
+    /// Token requests per second per client address (0: unlimited).
+    pub ip_rate_per_s: u32,
+    /// New users per minute on a node (0: unlimited).
+    pub new_users_per_minute: u32,
 }
 
 impl ServeConfig {
@@ -316,26 +328,29 @@ impl ServeConfig {
             read_cap,
             disk_reserve_bytes: reserve_mb * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
-            token: token_settings(
-                args.token_secret.or(file.token_secret),
-                args.token_verify_url.or(file.token_verify_url),
-                args.token_scope.or(file.token_scope),
-                args.token_email_domain.or(file.token_email_domain),
-                if args.token_apps.is_empty() {
+            token: token_settings(TokenInputs {
+                secret: args.token_secret.or(file.token_secret),
+                verify_url: args.token_verify_url.or(file.token_verify_url),
+                scope: args.token_scope.or(file.token_scope),
+                email_domain: args.token_email_domain.or(file.token_email_domain),
+                apps: if args.token_apps.is_empty() {
                     file.token_apps
                 } else {
                     args.token_apps
                 },
-                args.token_node_capacity.or(file.token_node_capacity),
-                args.token_metrics_secret.or(file.token_metrics_secret),
-            )?,
+                node_capacity: args.token_node_capacity.or(file.token_node_capacity),
+                metrics_secret: args.token_metrics_secret.or(file.token_metrics_secret),
+                ip_rate_per_s: args.token_ip_rate.or(file.token_ip_rate),
+                new_users_per_minute: args
+                    .token_new_users_per_minute
+                    .or(file.token_new_users_per_minute),
+            })?,
         })
     }
 }
 
-/// Checks the token settings; `None` without a secret (then the token
-/// endpoint answers 503).
-fn token_settings(
+/// The token settings as given, before checks.
+struct TokenInputs {
     secret: Option<String>,
     verify_url: Option<String>,
     scope: Option<String>,
@@ -343,7 +358,24 @@ fn token_settings(
     apps: Vec<String>,
     node_capacity: Option<u32>,
     metrics_secret: Option<String>,
-) -> Result<Option<TokenSettings>, ConfigError> {
+    ip_rate_per_s: Option<u32>,
+    new_users_per_minute: Option<u32>,
+}
+
+/// Checks the token settings; `None` without a secret (then the token
+/// endpoint answers 503).
+fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigError> {
+    let TokenInputs {
+        secret,
+        verify_url,
+        scope,
+        email_domain,
+        apps,
+        node_capacity,
+        metrics_secret,
+        ip_rate_per_s,
+        new_users_per_minute,
+    } = inputs;
     let Some(secret) = secret else {
         return Ok(None);
     };
@@ -405,6 +437,8 @@ fn token_settings(
         email_domain: email_domain.unwrap_or_else(|| "api.accounts.firefox.com".to_string()),
         apps,
         node_capacity: node_capacity.unwrap_or(TOKEN_NODE_CAPACITY_DEFAULT),
+        ip_rate_per_s: ip_rate_per_s.unwrap_or(20),
+        new_users_per_minute: new_users_per_minute.unwrap_or(600),
     }))
 }
 

@@ -133,9 +133,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     tokio::spawn(wait_for_signal(stop_tx));
     tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
     let server = {
-        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(
-            crate::http::service(state.clone()),
-        );
+        // With the peer's address: the token endpoint limits per client.
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            std::net::SocketAddr,
+        >(crate::http::service(state.clone()));
         let mut stop = stop_rx.clone();
         // Replies are small and latency-bound (Raft RPCs, acks): without
         // TCP_NODELAY, Nagle's algorithm meets the peer's delayed ACK and a

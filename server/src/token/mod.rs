@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +27,7 @@ use crate::token::error::TokenError;
 
 pub mod admin;
 pub mod error;
+pub mod limits;
 pub mod verify;
 
 /// The token service of this node.
@@ -33,6 +36,10 @@ pub struct TokenService {
     pub settings: TokenSettings,
     /// HTTP client for the remote verifier.
     pub client: reqwest::Client,
+    /// Requests per client address.
+    pub per_client: limits::PerClient,
+    /// New assignments per minute.
+    pub new_users: limits::NewUsers,
 }
 
 /// The token routes.
@@ -57,8 +64,17 @@ async fn issue(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    client: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
+    if let (Some(service), Some(axum::Extension(ConnectInfo(addr)))) =
+        (state.token.as_ref(), client)
+        && !service
+            .per_client
+            .allow(addr.ip(), std::time::Instant::now())
+    {
+        return TokenError::too_many().into_response();
+    }
     match issue_token(&state, &app, &version, query.as_deref(), &headers).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -94,14 +110,23 @@ async fn issue_token(
         .filter(|d| *d <= default_duration)
         .unwrap_or(default_duration);
     let now_ms = now_ms();
+    let name = service_name(app, version);
+    let email = format!("{}@{}", identity.user, settings.email_domain);
+    // A user this node has never seen takes a slot of the new-user cap; a
+    // returning user never does (the state machine decides which it is).
+    let known = state
+        .cluster
+        .meta_local(|m| !m.tokens().rows(&name, &email).is_empty())
+        .unwrap_or(false);
+    let may_create = known || service.new_users.reserve(std::time::Instant::now());
     let login = Login {
-        service: service_name(app, version),
-        email: format!("{}@{}", identity.user, settings.email_domain),
+        service: name,
+        email,
         generation: identity.generation,
         keys_changed_at: client_state.keys_changed_at,
         client_state: client_state.hex.clone(),
         now_ms,
-        may_create: true,
+        may_create,
     };
     let reply = state
         .cluster
@@ -326,7 +351,15 @@ pub fn service(settings: TokenSettings) -> Result<Arc<TokenService>, String> {
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(TokenService { settings, client }))
+    Ok(Arc::new(TokenService {
+        per_client: limits::PerClient::new(
+            settings.ip_rate_per_s,
+            settings.ip_rate_per_s.saturating_mul(2),
+        ),
+        new_users: limits::NewUsers::new(settings.new_users_per_minute),
+        settings,
+        client,
+    }))
 }
 
 #[cfg(test)]

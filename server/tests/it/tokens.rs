@@ -69,6 +69,11 @@ async fn tokens_are_issued_and_the_error_table_holds() {
             &verify_url,
             "--token-node-capacity",
             "10",
+            // Every client here is 127.0.0.1: no per-client limit.
+            "--token-ip-rate",
+            "0",
+            "--token-new-users-per-minute",
+            "0",
         ],
     )
     .await;
@@ -378,4 +383,66 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         "{}",
         reply.json
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_users_are_capped_and_clients_rate_limited() {
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let capped = Server::start(
+        dir.path(),
+        &[
+            "--token-secret",
+            SECRET,
+            "--token-verify-url",
+            &verify_url,
+            "--token-new-users-per-minute",
+            "1",
+            "--token-ip-rate",
+            "0",
+        ],
+    )
+    .await;
+    let get = |s: &Server, auth: &'static str| {
+        let s = s.url.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .get(format!("{s}/1.0/queuey/1.0"))
+                .header("authorization", auth)
+                .send()
+                .await
+                .expect("send");
+            let status = answer.status().as_u16();
+            let retry_after = answer.headers().contains_key("retry-after");
+            (status, retry_after)
+        }
+    };
+    // The first new user takes the minute's only slot; a second new user
+    // gets 429 with Retry-After; the first, returning, is not capped.
+    assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
+    assert_eq!(get(&capped, "Bearer good-ben-1").await, (429, true));
+    assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
+
+    // One request a second per client, bursts of two: a quick run of 30
+    // requests from one address meets the limit.
+    let other = tempfile::tempdir().expect("dir");
+    let limited = Server::start(
+        other.path(),
+        &[
+            "--token-secret",
+            SECRET,
+            "--token-verify-url",
+            &verify_url,
+            "--token-ip-rate",
+            "1",
+        ],
+    )
+    .await;
+    let mut refused = 0;
+    for _ in 0..30 {
+        if get(&limited, "Bearer good-ann-1").await == (429, true) {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no request was limited");
 }
