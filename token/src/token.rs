@@ -22,7 +22,8 @@ const SIGNATURE_BYTES: usize = 32;
 /// Longest token id accepted (a payload of a few hundred bytes, encoded).
 pub const TOKEN_ID_BYTES_MAX: usize = 4_096;
 
-/// What a token says.
+/// What a token says. The identity fields default to empty, so tokens
+/// from other tokenlib issuers that omit them still verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
     /// The user's numeric id on its node.
@@ -34,12 +35,16 @@ pub struct Payload {
     /// 6 hex characters: the derived key's HKDF salt.
     pub salt: String,
     /// The identity provider's user id.
+    #[serde(default)]
     pub fxa_uid: String,
     /// `keys_changed_at`-`client_state` (see `ids::fxa_kid`).
+    #[serde(default)]
     pub fxa_kid: String,
     /// Metrics id of the user.
+    #[serde(default)]
     pub hashed_fxa_uid: String,
     /// Metrics id of the device.
+    #[serde(default)]
     pub hashed_device_id: String,
 }
 

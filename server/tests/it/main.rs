@@ -4,6 +4,7 @@
 mod failover;
 mod membership;
 mod metrics;
+mod python_compat;
 mod queuey_client;
 mod serve;
 mod support;

@@ -14,7 +14,8 @@ use sluice_token::{hawk, ids, token};
 
 use crate::support::Server;
 
-const SECRET: &str = "token-master-secret-0123456789";
+/// The master token secret of the test nodes.
+pub const SECRET: &str = "token-master-secret-0123456789";
 
 /// Credentials `good-<user>-<generation>` verify; `down` is a verifier
 /// failure; anything else is refused.
@@ -36,7 +37,8 @@ async fn verifier(Json(body): Json<Value>) -> Response {
     }
 }
 
-async fn start_verifier() -> String {
+/// Serves the test verifier on loopback; returns its base URL.
+pub async fn start_verifier() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
