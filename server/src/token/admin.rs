@@ -109,6 +109,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Checks the admin key, parses the body as `B`, and runs the command
+/// `make` builds from the service and the body.
+async fn command<B: for<'de> Deserialize<'de>>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    make: impl FnOnce(B) -> Command,
+) -> Result<Response, V1Error> {
+    check(state, headers)?;
+    let b: B = parse(state, body).await?;
+    run(state, make(b)).await
+}
+
 /// `PUT /admin/token/{service}/nodes` `{"url", "capacity"?, "available"?,
 /// "current_load"?, "downed"?, "backoff"?}`: adds or changes a node.
 async fn set_node(
@@ -117,20 +130,15 @@ async fn set_node(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    check(&state, &headers)?;
-    let b: NodeBody = parse(&state, body).await?;
-    run(
-        &state,
-        Command::SetNode {
-            service,
-            url: b.url,
-            capacity: b.capacity,
-            available: b.available,
-            current_load: b.current_load,
-            downed: b.downed,
-            backoff: b.backoff,
-        },
-    )
+    command(&state, &headers, body, |b: NodeBody| Command::SetNode {
+        service,
+        url: b.url,
+        capacity: b.capacity,
+        available: b.available,
+        current_load: b.current_load,
+        downed: b.downed,
+        backoff: b.backoff,
+    })
     .await
 }
 
@@ -142,16 +150,11 @@ async fn unassign(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    check(&state, &headers)?;
-    let b: UrlBody = parse(&state, body).await?;
-    run(
-        &state,
-        Command::UnassignNode {
-            service,
-            url: b.url,
-            now_ms: now_ms(),
-        },
-    )
+    command(&state, &headers, body, |b: UrlBody| Command::UnassignNode {
+        service,
+        url: b.url,
+        now_ms: now_ms(),
+    })
     .await
 }
 
@@ -163,16 +166,11 @@ async fn remove(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    check(&state, &headers)?;
-    let b: UrlBody = parse(&state, body).await?;
-    run(
-        &state,
-        Command::RemoveNode {
-            service,
-            url: b.url,
-            now_ms: now_ms(),
-        },
-    )
+    command(&state, &headers, body, |b: UrlBody| Command::RemoveNode {
+        service,
+        url: b.url,
+        now_ms: now_ms(),
+    })
     .await
 }
 
@@ -184,10 +182,11 @@ async fn purge(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    check(&state, &headers)?;
-    let b: PurgeBody = parse(&state, body).await?;
-    let before_ms = now_ms().saturating_sub(b.grace_ms);
-    run(&state, Command::Purge { service, before_ms }).await
+    command(&state, &headers, body, |b: PurgeBody| Command::Purge {
+        service,
+        before_ms: now_ms().saturating_sub(b.grace_ms),
+    })
+    .await
 }
 
 /// `GET /admin/token/{service}/users`: users with a current assignment.
@@ -210,7 +209,8 @@ async fn new_users(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    check(&state, &headers)?;
-    let b: AllowBody = parse(&state, body).await?;
-    run(&state, Command::AllowNewUsers(b.allow)).await
+    command(&state, &headers, body, |b: AllowBody| {
+        Command::AllowNewUsers(b.allow)
+    })
+    .await
 }

@@ -12,8 +12,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sluice_token::ids;
 
-use crate::support::Server;
-use crate::tokens::{SECRET, start_verifier};
+use crate::tokens::{SECRET, start_verifier, token_server};
 
 /// The venv's python, made by the project's script.
 fn python() -> String {
@@ -89,18 +88,7 @@ async fn tokenlib_and_mohawk_interoperate_with_sluice() {
     let python = python();
     let verify_url = start_verifier().await;
     let dir = tempfile::tempdir().expect("dir");
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--token-secret",
-            SECRET,
-            "--token-verify-url",
-            &verify_url,
-            "--token-ip-rate",
-            "0",
-        ],
-    )
-    .await;
+    let s = token_server(dir.path(), &verify_url, &["--token-ip-rate", "0"]).await;
     let issued = s
         .call(
             "GET",

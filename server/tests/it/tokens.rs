@@ -48,6 +48,14 @@ pub async fn start_verifier() -> String {
     format!("http://{addr}")
 }
 
+/// A node with the token service, verifying with `verify_url`, plus
+/// `extra` flags.
+pub async fn token_server(dir: &std::path::Path, verify_url: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--token-secret", SECRET, "--token-verify-url", verify_url];
+    args.extend_from_slice(extra);
+    Server::start(dir, &args).await
+}
+
 fn expect_error(reply: &crate::support::Reply, http: u16, status: &str, description: &str) {
     assert_eq!(reply.status, http, "{}", reply.json);
     assert_eq!(reply.json["status"], status, "{}", reply.json);
@@ -62,13 +70,10 @@ fn expect_error(reply: &crate::support::Reply, http: u16, status: &str, descript
 async fn tokens_are_issued_and_the_error_table_holds() {
     let verify_url = start_verifier().await;
     let dir = tempfile::tempdir().expect("dir");
-    let s = Server::start(
+    let s = token_server(
         dir.path(),
+        &verify_url,
         &[
-            "--token-secret",
-            SECRET,
-            "--token-verify-url",
-            &verify_url,
             "--token-node-capacity",
             "10",
             // Every client here is 127.0.0.1: no per-client limit.
@@ -391,18 +396,10 @@ async fn tokens_are_issued_and_the_error_table_holds() {
 async fn new_users_are_capped_and_clients_rate_limited() {
     let verify_url = start_verifier().await;
     let dir = tempfile::tempdir().expect("dir");
-    let capped = Server::start(
+    let capped = token_server(
         dir.path(),
-        &[
-            "--token-secret",
-            SECRET,
-            "--token-verify-url",
-            &verify_url,
-            "--token-new-users-per-minute",
-            "1",
-            "--token-ip-rate",
-            "0",
-        ],
+        &verify_url,
+        &["--token-new-users-per-minute", "1", "--token-ip-rate", "0"],
     )
     .await;
     let get = |s: &Server, auth: &'static str| {
@@ -428,18 +425,7 @@ async fn new_users_are_capped_and_clients_rate_limited() {
     // One request a second per client, bursts of two: a quick run of 30
     // requests from one address meets the limit.
     let other = tempfile::tempdir().expect("dir");
-    let limited = Server::start(
-        other.path(),
-        &[
-            "--token-secret",
-            SECRET,
-            "--token-verify-url",
-            &verify_url,
-            "--token-ip-rate",
-            "1",
-        ],
-    )
-    .await;
+    let limited = token_server(other.path(), &verify_url, &["--token-ip-rate", "1"]).await;
     let mut refused = 0;
     for _ in 0..30 {
         if get(&limited, "Bearer good-ann-1").await == (429, true) {
