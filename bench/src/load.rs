@@ -28,6 +28,9 @@ pub enum Mode {
     /// Produce at a fixed `--rate` (messages per second, `--batch` per
     /// request); long-poll consumers measure produce-to-consume latency.
     EndToEnd,
+    /// Token requests (`GET /1.0/queuey/1.0`) at max rate: returning users
+    /// (`--users` of them, in turn), or new users when `--users` is 0.
+    Token,
 }
 
 /// How produce requests are sent.
@@ -80,6 +83,9 @@ pub struct LoadArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
+    /// Distinct users of a token run (0: every request a new user).
+    #[arg(long, default_value_t = 1_000)]
+    pub users: u64,
     /// Seconds run before measuring.
     #[arg(long, default_value_t = 2)]
     pub warmup_s: u64,
@@ -110,6 +116,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             max_rate(&args, produce_task).await
         }
         Mode::Fetch => max_rate(&args, fetch_task).await,
+        Mode::Token => max_rate(&args, token_task).await,
         Mode::EndToEnd => {
             ensure_queue(&args).await?;
             end_to_end(&args).await
@@ -282,6 +289,47 @@ fn produce_task(args: Arc<LoadArgs>, _: usize, totals: Arc<Totals>, end: Instant
             totals
                 .bytes
                 .fetch_add((args.batch * args.size) as u64, Ordering::Relaxed);
+            if totals.measuring.load(Ordering::Relaxed) {
+                latency.saturating_record(sent.elapsed().as_micros() as u64);
+            }
+        }
+        Ok(latency)
+    })
+}
+
+fn token_task(args: Arc<LoadArgs>, i: usize, totals: Arc<Totals>, end: Instant) -> TaskFuture {
+    Box::pin(async move {
+        let mut conn = Conn::new(&args.target)?;
+        let mut latency = histogram()?;
+        let mut n = 0u64;
+        while Instant::now() < end {
+            // The verifier `sluice-bench hello` serves takes the
+            // credential as the user name.
+            let user = if args.users == 0 {
+                format!("new-{i}-{n}")
+            } else {
+                format!(
+                    "user-{}",
+                    (n * args.connections as u64 + i as u64) % args.users
+                )
+            };
+            n += 1;
+            let auth = format!("Bearer {user}");
+            let sent = Instant::now();
+            let answer = conn
+                .send(
+                    "GET",
+                    "/1.0/queuey/1.0",
+                    &[("authorization", auth.as_str())],
+                    bytes::Bytes::new(),
+                )
+                .await;
+            if !answer.is_ok_and(|a| a.status == 200) {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            totals.requests.fetch_add(1, Ordering::Relaxed);
+            totals.messages.fetch_add(1, Ordering::Relaxed);
             if totals.measuring.load(Ordering::Relaxed) {
                 latency.saturating_record(sent.elapsed().as_micros() as u64);
             }

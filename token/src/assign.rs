@@ -225,6 +225,24 @@ impl Assignments {
             .count()
     }
 
+    /// The row a login would get if applying it would change nothing: a
+    /// returning user on a live node, with the same client state and no
+    /// newer generation or keys_changed_at. Such logins need no Raft
+    /// command (the token endpoint answers them from a read).
+    pub fn unchanged_login(&self, login: &Login) -> Option<Row> {
+        let rows = self.rows(&login.service, &login.email);
+        let user = current(rows)?;
+        let node_live = self
+            .node(&login.service, &user.node)
+            .is_some_and(|n| !n.downed);
+        let unchanged = node_live
+            && user.replaced_at_ms.is_none()
+            && login.client_state == user.client_state
+            && login.generation.is_none_or(|g| g == user.generation)
+            && login.keys_changed_at == user.keys_changed_at;
+        unchanged.then(|| user.clone())
+    }
+
     /// Applies a command.
     pub fn apply(&mut self, command: Command) -> Reply {
         match command {
@@ -748,6 +766,36 @@ mod tests {
             a.apply(login("", None, None, "")),
             Reply::Refused(Refused::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn unchanged_logins_are_recognised_without_applying() {
+        let mut a = with_nodes(&[100]);
+        let Command::Login(first) = login("a@x", Some(3), Some(30), "aaaa") else {
+            unreachable!("a login");
+        };
+        assert_eq!(a.unchanged_login(&first), None, "a new user changes state");
+        let row = assigned(a.apply(Command::Login(first.clone())));
+        assert_eq!(a.unchanged_login(&first), Some(row.clone()));
+        let before = a.clone();
+        assert_eq!(assigned(a.apply(Command::Login(first.clone()))), row);
+        assert_eq!(a, before, "and indeed applying it changes nothing");
+        for changed in [
+            Login {
+                generation: Some(4),
+                ..first.clone()
+            },
+            Login {
+                keys_changed_at: Some(31),
+                ..first.clone()
+            },
+            Login {
+                client_state: "bbbb".into(),
+                ..first.clone()
+            },
+        ] {
+            assert_eq!(a.unchanged_login(&changed), None, "{changed:?}");
+        }
     }
 
     #[test]
