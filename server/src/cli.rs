@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::admin_client::AdminArgs;
+use crate::admin_client::{AdminArgs, TokenArgs};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::dev_cluster::DevClusterArgs;
 
@@ -26,6 +26,8 @@ pub enum Command {
     DevCluster(DevClusterArgs),
     /// Operators' commands over HTTP (cluster status, nodes, queues).
     Admin(AdminArgs),
+    /// Operators' token commands over HTTP (nodes, users, new users).
+    Token(TokenArgs),
 }
 
 /// Parses the command line and runs it.
@@ -38,6 +40,10 @@ pub fn main() -> ExitCode {
         },
         Command::Admin(args) => match runtime() {
             Ok(rt) => rt.block_on(crate::admin_client::run(args)),
+            Err(code) => code,
+        },
+        Command::Token(args) => match runtime() {
+            Ok(rt) => rt.block_on(crate::admin_client::run_token(args)),
             Err(code) => code,
         },
         Command::Serve(args) => {

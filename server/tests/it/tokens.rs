@@ -369,6 +369,21 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         .call("GET", "/admin/token/queuey-1.0/users", None, &[], "")
         .await;
     assert_eq!(unauthorised.status, 401);
+    // The same through `sluice token`, with the key from the data dir.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["token", "--url", &s.url, "--data-dir"])
+        .arg(dir.path())
+        .args(["count-users", "queuey-1.0"])
+        .output()
+        .await
+        .expect("sluice token");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&cli.stdout).expect("JSON");
+    assert_eq!(printed["users"], 3);
 
     // A node without token settings says so.
     let plain_dir = tempfile::tempdir().expect("dir");
