@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// Secret of the hashed user and device ids in tokens [default: the token secret].
     #[arg(long, env = "SLUICE_TOKEN_METRICS_SECRET", hide_env_values = true)]
     pub token_metrics_secret: Option<String>,
+    /// A JWKS file: JWT credentials are verified locally against its keys (RS256, EdDSA).
+    #[arg(long, env = "SLUICE_TOKEN_JWKS")]
+    pub token_jwks: Option<PathBuf>,
+    /// An issuer JWTs may come from (repeatable) [default: any].
+    #[arg(
+        long = "token-issuer",
+        env = "SLUICE_TOKEN_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub token_issuers: Vec<String>,
     /// Token requests per second per client address, 0 = unlimited [default: 20].
     #[arg(long, env = "SLUICE_TOKEN_IP_RATE")]
     pub token_ip_rate: Option<u32>,
@@ -133,6 +143,9 @@ struct FileSettings {
     token_metrics_secret: Option<String>,
     token_ip_rate: Option<u32>,
     token_new_users_per_minute: Option<u32>,
+    token_jwks: Option<PathBuf>,
+    #[serde(default)]
+    token_issuers: Vec<String>,
 }
 
 /// A setting that cannot be used.
@@ -222,6 +235,10 @@ pub struct TokenSettings {
     pub ip_rate_per_s: u32,
     /// New users per minute on a node (0: unlimited).
     pub new_users_per_minute: u32,
+    /// The JWKS file for local JWT verification.
+    pub jwks: Option<PathBuf>,
+    /// Issuers JWTs may come from (empty: any).
+    pub issuers: Vec<String>,
 }
 
 impl ServeConfig {
@@ -344,6 +361,12 @@ impl ServeConfig {
                 new_users_per_minute: args
                     .token_new_users_per_minute
                     .or(file.token_new_users_per_minute),
+                jwks: args.token_jwks.or(file.token_jwks),
+                issuers: if args.token_issuers.is_empty() {
+                    file.token_issuers
+                } else {
+                    args.token_issuers
+                },
             })?,
         })
     }
@@ -360,6 +383,8 @@ struct TokenInputs {
     metrics_secret: Option<String>,
     ip_rate_per_s: Option<u32>,
     new_users_per_minute: Option<u32>,
+    jwks: Option<PathBuf>,
+    issuers: Vec<String>,
 }
 
 /// Checks the token settings; `None` without a secret (then the token
@@ -375,6 +400,8 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         metrics_secret,
         ip_rate_per_s,
         new_users_per_minute,
+        jwks,
+        issuers,
     } = inputs;
     let Some(secret) = secret else {
         return Ok(None);
@@ -439,6 +466,8 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         node_capacity: node_capacity.unwrap_or(TOKEN_NODE_CAPACITY_DEFAULT),
         ip_rate_per_s: ip_rate_per_s.unwrap_or(20),
         new_users_per_minute: new_users_per_minute.unwrap_or(600),
+        jwks,
+        issuers,
     }))
 }
 

@@ -40,6 +40,8 @@ pub struct TokenService {
     pub per_client: limits::PerClient,
     /// New assignments per minute.
     pub new_users: limits::NewUsers,
+    /// Local JWT verification, when a JWKS is configured.
+    pub jwt: Option<verify::LocalJwt>,
 }
 
 /// The token routes.
@@ -101,11 +103,16 @@ async fn issue_token(
     };
     let credential = bearer(headers)?;
     let client_state = client_state(headers)?;
-    let Some(verify_url) = settings.verify_url.as_deref() else {
-        return Err(TokenError::not_configured());
+    let identity = match (&service.jwt, settings.verify_url.as_deref()) {
+        (Some(jwt), _) if verify::LocalJwt::looks_like_jwt(&credential) => {
+            jwt.verify(&credential, &settings.scope)?
+        }
+        (_, Some(url)) => {
+            verify::remote(&service.client, url, &credential, &settings.scope).await?
+        }
+        (Some(_), None) => return Err(TokenError::invalid("invalid-credentials")),
+        (None, None) => return Err(TokenError::not_configured()),
     };
-    let identity =
-        verify::remote(&service.client, verify_url, &credential, &settings.scope).await?;
     let duration = requested_duration(query)
         .filter(|d| *d <= default_duration)
         .unwrap_or(default_duration);
@@ -364,7 +371,19 @@ pub fn service(settings: TokenSettings) -> Result<Arc<TokenService>, String> {
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| e.to_string())?;
+    let jwt = match &settings.jwks {
+        None => None,
+        Some(path) => {
+            let text =
+                std::fs::read(path).map_err(|e| format!("--token-jwks {}: {e}", path.display()))?;
+            Some(
+                verify::LocalJwt::from_jwks(&text, settings.issuers.clone())
+                    .map_err(|e| format!("--token-jwks {}: {e}", path.display()))?,
+            )
+        }
+    };
     Ok(Arc::new(TokenService {
+        jwt,
         per_client: limits::PerClient::new(
             settings.ip_rate_per_s,
             settings.ip_rate_per_s.saturating_mul(2),

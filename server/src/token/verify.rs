@@ -1,6 +1,6 @@
-//! Identity verification: an FxA-compatible remote verifier (`POST
-//! {url}/v1/verify` with `{"token": credential}`). Local JWT verification
-//! (RS256, EdDSA) is still to come.
+//! Identity verification: local JWTs (RS256 or EdDSA, against the keys
+//! of a JWKS file, with an issuer allow-list), or an FxA-compatible remote
+//! verifier (`POST {url}/v1/verify` with `{"token": credential}`).
 
 use std::time::Duration;
 
@@ -22,6 +22,98 @@ pub struct Identity {
     pub user: String,
     /// The identity's generation, when the verifier knows it.
     pub generation: Option<u64>,
+}
+
+/// Public keys and rules for local JWT verification.
+pub struct LocalJwt {
+    keys: jsonwebtoken::jwk::JwkSet,
+    issuers: Vec<String>,
+}
+
+impl std::fmt::Debug for LocalJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalJwt")
+            .field("keys", &self.keys.keys.len())
+            .field("issuers", &self.issuers)
+            .finish()
+    }
+}
+
+/// Longest JWKS file read.
+const JWKS_BYTES_MAX: usize = 1024 * 1024;
+/// Longest JWT accepted.
+const JWT_BYTES_MAX: usize = 8 * 1024;
+
+impl LocalJwt {
+    /// Reads a JWKS document; `issuers` empty means any issuer.
+    pub fn from_jwks(text: &[u8], issuers: Vec<String>) -> Result<LocalJwt, String> {
+        if text.len() > JWKS_BYTES_MAX {
+            return Err(format!("the JWKS is over {JWKS_BYTES_MAX} bytes"));
+        }
+        let keys: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(text).map_err(|e| format!("not a JWKS: {e}"))?;
+        if keys.keys.is_empty() {
+            return Err("the JWKS has no keys".into());
+        }
+        Ok(LocalJwt { keys, issuers })
+    }
+
+    /// Whether a credential has a JWT's shape (three dot-separated parts).
+    pub fn looks_like_jwt(credential: &str) -> bool {
+        credential.split('.').count() == 3
+    }
+
+    /// Verifies `jwt`: its key (by `kid`, else the only key), signature
+    /// (RS256 or EdDSA, as the key says), `exp`, the issuer allow-list,
+    /// and `scope`; the identity is `sub` and `fxa-generation`.
+    pub fn verify(&self, jwt: &str, scope: &str) -> Result<Identity, TokenError> {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+        let invalid = || TokenError::invalid("invalid-credentials");
+        if jwt.len() > JWT_BYTES_MAX {
+            return Err(invalid());
+        }
+        let header = decode_header(jwt).map_err(|_| invalid())?;
+        let jwk = match &header.kid {
+            Some(kid) => self.keys.find(kid),
+            None if self.keys.keys.len() == 1 => self.keys.keys.first(),
+            None => None,
+        }
+        .ok_or_else(invalid)?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::EdDSA) {
+            return Err(invalid());
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid())?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if !self.issuers.is_empty() {
+            validation.set_issuer(&self.issuers);
+        }
+        let claims = decode::<Value>(jwt, &key, &validation)
+            .map_err(|_| invalid())?
+            .claims;
+        let user = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty() && u.len() <= USER_BYTES_MAX && !u.contains('@'))
+            .ok_or_else(invalid)?;
+        let scoped = match claims.get("scope") {
+            Some(Value::Array(list)) => list.iter().any(|s| s.as_str() == Some(scope)),
+            Some(Value::String(text)) => text.split_whitespace().any(|s| s == scope),
+            _ => false,
+        };
+        if !scoped {
+            return Err(invalid());
+        }
+        let generation = match claims.get("fxa-generation") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(invalid)?),
+        };
+        Ok(Identity {
+            user: user.to_string(),
+            generation,
+        })
+    }
 }
 
 /// Asks the verifier at `url` about `credential`; the identity must carry

@@ -449,3 +449,110 @@ async fn new_users_are_capped_and_clients_rate_limited() {
     }
     assert!(refused > 0, "no request was limited");
 }
+
+/// Signs `claims` with a test key (`tests/fixtures/jwt/`).
+fn jwt(alg: jsonwebtoken::Algorithm, kid: &str, claims: &Value) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
+    let key = match alg {
+        jsonwebtoken::Algorithm::EdDSA => {
+            let pem = std::fs::read(format!("{dir}ed25519-private.pem")).expect("test key");
+            jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key")
+        }
+        _ => {
+            let pem = std::fs::read(format!("{dir}rsa-private.pem")).expect("test key");
+            jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key")
+        }
+    };
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_credentials_are_verified_locally() {
+    let dir = tempfile::tempdir().expect("dir");
+    let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/jwks.json");
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--token-secret",
+            SECRET,
+            "--token-jwks",
+            jwks,
+            "--token-issuer",
+            "https://issuer.example",
+            "--token-ip-rate",
+            "0",
+        ],
+    )
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let claims = |sub: &str, iss: &str, scope: &str, exp: u64| json!({"sub": sub, "iss": iss, "scope": scope, "exp": exp, "fxa-generation": 3});
+    let get = |credential: String| {
+        let s = &s;
+        async move {
+            let auth = format!("Bearer {credential}");
+            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &[], "").await
+        }
+    };
+    use jsonwebtoken::Algorithm::{EdDSA, RS256};
+    let good = claims("jwtuser", "https://issuer.example", "profile sluice", exp);
+    let rsa = get(jwt(RS256, "rsa-1", &good)).await;
+    let uid = rsa.expect(200)["uid"].clone();
+    let ed = get(jwt(EdDSA, "ed-1", &good)).await;
+    assert_eq!(ed.expect(200)["uid"], uid, "the same user either way");
+    for (credential, why) in [
+        (
+            jwt(
+                RS256,
+                "rsa-1",
+                &claims("jwtuser", "https://evil.example", "sluice", exp),
+            ),
+            "an issuer not on the list",
+        ),
+        (
+            jwt(
+                RS256,
+                "rsa-1",
+                &claims("jwtuser", "https://issuer.example", "sluice", exp - 1_200),
+            ),
+            "expired",
+        ),
+        (
+            jwt(
+                RS256,
+                "rsa-1",
+                &claims("jwtuser", "https://issuer.example", "other", exp),
+            ),
+            "without the scope",
+        ),
+        (
+            jwt(RS256, "ed-1", &good),
+            "signed with another key than its kid",
+        ),
+        (jwt(RS256, "nope", &good), "an unknown kid"),
+        (
+            "not-a-jwt".to_string(),
+            "no remote verifier for other credentials",
+        ),
+    ] {
+        let reply = get(credential).await;
+        assert_eq!(reply.status, 401, "{why}: {}", reply.json);
+        expect_error(&reply, 401, "invalid-credentials", "Unauthorized");
+    }
+    // A tampered signature: one character in its middle changed.
+    let signed = jwt(RS256, "rsa-1", &good);
+    let at = signed.rfind('.').expect("a signature") + 20;
+    let flipped = if &signed[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &signed[..at], &signed[at + 1..]);
+    expect_error(
+        &get(tampered).await,
+        401,
+        "invalid-credentials",
+        "Unauthorized",
+    );
+}
