@@ -208,6 +208,16 @@ impl Assignments {
         self.nodes.keys().any(|(_, u)| u == url)
     }
 
+    /// The node of the current row with `uid`, if any (a scan: queue
+    /// creation asks, not the request path).
+    pub fn node_of_uid(&self, uid: u64) -> Option<&str> {
+        self.users
+            .values()
+            .flat_map(|rows| rows.iter())
+            .find(|r| r.uid == uid && r.replaced_at_ms.is_none())
+            .map(|r| r.node.as_str())
+    }
+
     /// The rows of a user, oldest first.
     pub fn rows(&self, service: &str, email: &str) -> &[Row] {
         self.users

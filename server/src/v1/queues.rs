@@ -117,13 +117,14 @@ pub async fn create_queue(
     settings: QueueSettings,
 ) -> Result<Queue, V1Error> {
     state.disk.check(0)?;
+    let pinned_group = pinned_group(state, &settings.principles);
     let reply = state
         .cluster
         .propose_meta(MetaCommand::CreateQueue {
             app: app.to_string(),
             name: name.to_string(),
             settings,
-            pinned_group: None,
+            pinned_group,
         })
         .await?;
     let queue = match reply {
@@ -139,6 +140,23 @@ pub async fn create_queue(
     };
     ensure_partitions(state, &queue).await?;
     Ok(queue)
+}
+
+/// The group of the token user a queue's principles name, when they name
+/// exactly one (`user:<uid>`): the queue goes where that user's requests
+/// are routed (`token.md`, "Placement").
+fn pinned_group(state: &AppState, principles: &[String]) -> Option<sluice_raft::GroupId> {
+    let mut users = principles.iter().filter_map(|p| p.strip_prefix("user:"));
+    let (Some(uid), None) = (users.next(), users.next()) else {
+        return None;
+    };
+    let uid: u64 = uid.parse().ok()?;
+    let node = state
+        .cluster
+        .meta_local(|m| m.tokens().node_of_uid(uid).map(str::to_string))
+        .ok()??;
+    let group = node.rsplit_once("/g/")?.1.parse::<u32>().ok()?;
+    Some(sluice_raft::GroupId(group))
 }
 
 /// `PUT /v1/{app}/{queue}`: changes the settings given; the rest keep

@@ -217,6 +217,13 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     // Hawk on the queue API: a queue whose principles name alice's uid is
     // hers to read, with requests signed by her token.
     let uid = body["uid"].as_u64().expect("uid");
+    // Queues on the first groups, so that the least-loaded group is not
+    // alice's: the pinning below is then what places her queue.
+    for pad in ["pad1", "pad2", "pad3"] {
+        s.form("POST", "/v1/default", &format!("queue_name={pad}"))
+            .await
+            .expect(201);
+    }
     s.form(
         "POST",
         "/v1/default",
@@ -227,6 +234,13 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     s.app("POST", "/v1/default/inbox", "for alice")
         .await
         .expect(201);
+    // Placed on alice's group: her requests go straight to its leader.
+    let described = s.app("GET", "/v2/default/queues/inbox", "").await;
+    let group = described.expect(200)["group"].as_u64().expect("group");
+    assert!(
+        node.ends_with(&format!("/g/{group}")),
+        "{node} vs group {group}"
+    );
     let path = format!(
         "{}/default/inbox",
         body["api_endpoint"]
