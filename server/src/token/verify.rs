@@ -92,27 +92,7 @@ impl LocalJwt {
         let claims = decode::<Value>(jwt, &key, &validation)
             .map_err(|_| invalid())?
             .claims;
-        let user = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty() && u.len() <= USER_BYTES_MAX && !u.contains('@'))
-            .ok_or_else(invalid)?;
-        let scoped = match claims.get("scope") {
-            Some(Value::Array(list)) => list.iter().any(|s| s.as_str() == Some(scope)),
-            Some(Value::String(text)) => text.split_whitespace().any(|s| s == scope),
-            _ => false,
-        };
-        if !scoped {
-            return Err(invalid());
-        }
-        let generation = match claims.get("fxa-generation") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(invalid)?),
-        };
-        Ok(Identity {
-            user: user.to_string(),
-            generation,
-        })
+        identity(&claims, "sub", "fxa-generation", scope)
     }
 }
 
@@ -152,18 +132,25 @@ pub async fn remote(
     }
     let body: Value =
         serde_json::from_slice(&bytes).map_err(|_| TokenError::invalid("invalid-credentials"))?;
-    identity(&body, scope)
+    identity(&body, "user", "generation", scope)
 }
 
-/// The identity in a verifier's answer, if it carries `scope`.
-fn identity(body: &Value, scope: &str) -> Result<Identity, TokenError> {
+/// The identity in verified claims (a JWT's, or a remote verifier's
+/// answer): the user under `user_field`, which must carry `scope`, and the
+/// generation under `generation_field`.
+fn identity(
+    claims: &Value,
+    user_field: &str,
+    generation_field: &str,
+    scope: &str,
+) -> Result<Identity, TokenError> {
     let invalid = || TokenError::invalid("invalid-credentials");
-    let user = body
-        .get("user")
+    let user = claims
+        .get(user_field)
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty() && u.len() <= USER_BYTES_MAX && !u.contains('@'))
         .ok_or_else(invalid)?;
-    let scoped = match body.get("scope") {
+    let scoped = match claims.get("scope") {
         Some(Value::Array(list)) => list.iter().any(|s| s.as_str() == Some(scope)),
         Some(Value::String(text)) => text.split_whitespace().any(|s| s == scope),
         _ => false,
@@ -171,7 +158,7 @@ fn identity(body: &Value, scope: &str) -> Result<Identity, TokenError> {
     if !scoped {
         return Err(invalid());
     }
-    let generation = match body.get("generation") {
+    let generation = match claims.get(generation_field) {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(invalid)?),
     };
@@ -189,11 +176,21 @@ mod tests {
     fn answers_need_a_user_and_the_scope() {
         let ok = identity(
             &json!({"user": "u1", "scope": ["sluice"], "generation": 7}),
+            "user",
+            "generation",
             "sluice",
         )
         .expect("valid");
         assert_eq!(ok.generation, Some(7));
-        assert!(identity(&json!({"user": "u1", "scope": "a sluice b"}), "sluice").is_ok());
+        assert!(
+            identity(
+                &json!({"user": "u1", "scope": "a sluice b"}),
+                "user",
+                "generation",
+                "sluice"
+            )
+            .is_ok()
+        );
         for bad in [
             json!({"scope": ["sluice"]}),
             json!({"user": "u1", "scope": ["other"]}),
@@ -201,7 +198,7 @@ mod tests {
             json!({"user": "u1", "scope": ["sluice"], "generation": "x"}),
         ] {
             assert_eq!(
-                identity(&bad, "sluice").map_err(|e| e.status),
+                identity(&bad, "user", "generation", "sluice").map_err(|e| e.status),
                 Err("invalid-credentials"),
                 "{bad}"
             );
