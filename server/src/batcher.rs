@@ -33,7 +33,9 @@ const QUEUE_MAX: usize = 16_384;
 /// A proposal waiting for its batch.
 struct Pending {
     proposal: DataProposal,
-    encoded_bytes: usize,
+    /// The proposal encoded once: sent as is when it goes alone, and its
+    /// length bounds a batch.
+    encoded: Vec<u8>,
     reply: oneshot::Sender<Result<Led<DataReply>, ClusterFailure>>,
 }
 
@@ -52,7 +54,7 @@ impl Batcher {
         group: GroupId,
         proposal: DataProposal,
     ) -> Result<Led<DataReply>, ClusterFailure> {
-        let encoded_bytes = proposal.encode().map_err(internal)?.len();
+        let encoded = proposal.encode().map_err(internal)?;
         let sender = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             queues
@@ -67,7 +69,7 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
             proposal,
-            encoded_bytes,
+            encoded,
             reply: tx,
         };
         sender
@@ -91,12 +93,12 @@ async fn drain(node: Arc<Node>, group: GroupId, mut queue: mpsc::Receiver<Pendin
         let Some(first) = queue.recv().await else {
             return;
         };
-        let mut bytes = first.encoded_bytes;
+        let mut bytes = first.encoded.len();
         let mut batch = vec![first];
         while batch.len() < BATCH_PROPOSALS_MAX && bytes < BATCH_BYTES_MAX {
             match queue.try_recv() {
                 Ok(next) => {
-                    bytes += next.encoded_bytes;
+                    bytes += next.encoded.len();
                     batch.push(next);
                 }
                 Err(_) => break,
@@ -115,7 +117,7 @@ async fn drain(node: Arc<Node>, group: GroupId, mut queue: mpsc::Receiver<Pendin
 async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Some(one) = batch.pop() else { return };
-        let result = propose_one(node, group, &one.proposal).await;
+        let result = propose_encoded(node, group, one.encoded).await;
         let _ = one.reply.send(result);
         return;
     }
@@ -134,7 +136,11 @@ async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
             return;
         }
     };
-    match propose_one(node, group, &outer).await {
+    let result = match outer.encode() {
+        Ok(bytes) => propose_encoded(node, group, bytes).await,
+        Err(e) => Err(internal(e)),
+    };
+    match result {
         Ok(Led {
             value: DataReply::Batch(answers),
             group,
@@ -162,12 +168,11 @@ async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
     }
 }
 
-async fn propose_one(
+async fn propose_encoded(
     node: &Node,
     group: GroupId,
-    proposal: &DataProposal,
+    bytes: Vec<u8>,
 ) -> Result<Led<DataReply>, ClusterFailure> {
-    let bytes = proposal.encode().map_err(internal)?;
     let routed = node.propose(group, bytes).await?;
     Ok(Led {
         value: DataReply::decode(&routed.value).map_err(internal)?,
