@@ -119,27 +119,24 @@ async fn issue_token(
     let now_ms = now_ms();
     let name = service_name(app, version);
     let email = format!("{}@{}", identity.user, settings.email_domain);
-    // A user this node has never seen takes a slot of the new-user cap; a
-    // returning user never does (the state machine decides which it is).
-    let known = state
-        .cluster
-        .meta_local(|m| !m.tokens().rows(&name, &email).is_empty())
-        .unwrap_or(false);
-    let may_create = known || service.new_users.reserve(std::time::Instant::now());
-    let login = Login {
+    let mut login = Login {
         service: name,
         email,
         generation: identity.generation,
         keys_changed_at: client_state.keys_changed_at,
         client_state: client_state.hex.clone(),
         now_ms,
-        may_create,
+        may_create: false,
     };
-    // A returning user whose login changes nothing is answered from a
-    // linearizable read; anything else is one Raft command.
-    let unchanged = state
+    // One linearizable read: a returning user whose login changes nothing
+    // is answered from it; anything else is one Raft command.
+    let (known, unchanged) = state
         .cluster
-        .meta(|m| m.tokens().unchanged_login(&login))
+        .meta(|m| {
+            let tokens = m.tokens();
+            let known = !tokens.rows(&login.service, &login.email).is_empty();
+            (known, tokens.unchanged_login(&login))
+        })
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "reading a token user");
@@ -147,14 +144,20 @@ async fn issue_token(
         })?;
     let reply = match unchanged {
         Some(row) => MetaReply::Token(Reply::Assigned(row)),
-        None => state
-            .cluster
-            .propose_meta(MetaCommand::Token(Command::Login(login)))
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "assigning a token user");
-                TokenError::unavailable()
-            })?,
+        None => {
+            // A user not seen before takes a slot of the new-user cap; a
+            // returning user never does (the state machine decides which
+            // it is when the command applies).
+            login.may_create = known || service.new_users.reserve(std::time::Instant::now());
+            state
+                .cluster
+                .propose_meta(MetaCommand::Token(Command::Login(login)))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "assigning a token user");
+                    TokenError::unavailable()
+                })?
+        }
     };
     let row = match reply {
         MetaReply::Token(Reply::Assigned(row)) => row,
