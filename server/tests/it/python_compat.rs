@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sluice_token::ids;
 
-use crate::tokens::{SECRET, start_verifier, token_server};
+use crate::tokens::{SECRET, inbox_for, start_verifier, token_server};
 
 /// The venv's python, made by the project's script.
 fn python() -> String {
@@ -119,16 +119,7 @@ async fn tokenlib_and_mohawk_interoperate_with_sluice() {
 
     // A queue alice may read; a tokenlib token and mohawk signatures.
     let uid = issued["uid"].as_u64().expect("uid");
-    s.form(
-        "POST",
-        "/v1/default",
-        &format!("queue_name=inbox&principles=user:{uid}"),
-    )
-    .await
-    .expect(201);
-    s.app("POST", "/v1/default/inbox", "for alice")
-        .await
-        .expect(201);
+    inbox_for(&s, uid).await;
     let url = format!("{node}/v1/default/inbox");
     let signed = run(
         &python,

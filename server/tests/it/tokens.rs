@@ -37,6 +37,21 @@ async fn verifier(Json(body): Json<Value>) -> Response {
     }
 }
 
+/// Creates queue `inbox`, readable by token user `uid` alone, holding
+/// one message "for alice".
+pub async fn inbox_for(s: &Server, uid: u64) {
+    s.form(
+        "POST",
+        "/v1/default",
+        &format!("queue_name=inbox&principles=user:{uid}"),
+    )
+    .await
+    .expect(201);
+    s.app("POST", "/v1/default/inbox", "for alice")
+        .await
+        .expect(201);
+}
+
 /// Serves the test verifier on loopback; returns its base URL.
 pub async fn start_verifier() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -224,16 +239,7 @@ async fn tokens_are_issued_and_the_error_table_holds() {
             .await
             .expect(201);
     }
-    s.form(
-        "POST",
-        "/v1/default",
-        &format!("queue_name=inbox&principles=user:{uid}"),
-    )
-    .await
-    .expect(201);
-    s.app("POST", "/v1/default/inbox", "for alice")
-        .await
-        .expect(201);
+    inbox_for(&s, uid).await;
     // Placed on alice's group: her requests go straight to its leader.
     let described = s.app("GET", "/v2/default/queues/inbox", "").await;
     let group = described.expect(200)["group"].as_u64().expect("group");
