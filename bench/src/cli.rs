@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::compare::CompareArgs;
 use crate::load::LoadArgs;
+use crate::run::RunArgs;
 
-/// Load generation against Sluice over HTTP.
+/// Benchmarks of Sluice and its peers.
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", version)]
 struct Cli {
@@ -16,6 +18,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run an OpenMessaging Benchmark workload against Sluice or a peer.
+    Run(Box<RunArgs>),
+    /// Results side by side, with ratios and one chart.
+    Compare(CompareArgs),
     /// Drive a running node: produce, fetch or end-to-end latency.
     Load(LoadArgs),
     /// Serve 200 to every request (the HTTP ceiling to compare with).
@@ -41,6 +47,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => crate::run::run(*args).await,
+            Command::Compare(args) => crate::compare::run(&args),
             Command::Load(args) => crate::load::run(args).await,
             Command::Hello { listen } => crate::hello::serve(&listen).await,
         }

@@ -1,14 +1,22 @@
-//! `sluice-bench`: load generation against Sluice over HTTP.
+//! `sluice-bench`: how Sluice is measured and compared.
 //!
-//! Today: `load` (max-rate produce, fetch, and produce-to-consume latency
-//! through long-polls), `hello` (a minimal HTTP server answering 200, the
-//! HTTP ceiling the server's figures are compared with), and the OMB
-//! workload reader (`workload.rs`). Issue [5/5] grows this into the
-//! OMB-workload harness with peer drivers.
+//! - `run WORKLOAD.yaml`: an OpenMessaging Benchmark workload against
+//!   Sluice (`--spawn N` or `--target URL`) or a peer (NATS JetStream,
+//!   Redis Streams, RabbitMQ quorum queues), with a JSON result in OMB's
+//!   field names and an SVG chart (`run/`, `driver/`, `chart.rs`).
+//! - `compare A.json B.json ...`: results side by side (`compare.rs`).
+//! - `load`: quick max-rate loads against one node (`load.rs`).
+//! - `hello`: a minimal HTTP server, the ceiling Sluice's HTTP figures are
+//!   compared with (`hello.rs`).
 
+pub mod chart;
 pub mod cli;
+pub mod compare;
 pub mod conn;
+pub mod driver;
 pub mod hello;
 pub mod load;
 pub mod report;
+pub mod run;
+pub mod spawn;
 pub mod workload;

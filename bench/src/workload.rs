@@ -64,6 +64,10 @@ pub struct Workload {
     pub warmup_duration_s: u64,
     /// Sluice extra `batchSize`: messages per produce request (default 1).
     pub batch_size: usize,
+    /// Sluice extra `requestsInFlight`: produce requests each producer
+    /// keeps in flight (default 1). Messages in flight per producer are
+    /// `batchSize × requestsInFlight`.
+    pub requests_in_flight: usize,
 }
 
 /// Why a workload file was refused.
@@ -177,6 +181,7 @@ pub fn parse(text: &str) -> Result<Workload, WorkloadError> {
         test_duration_s: seconds("testDurationSeconds", "testDurationMinutes", None)?,
         warmup_duration_s: seconds("warmupDurationSeconds", "warmupDurationMinutes", Some(60))?,
         batch_size: int("batchSize", Some(1), 10_000)? as usize,
+        requests_in_flight: int("requestsInFlight", Some(1), 4_096)? as usize,
     };
     if workload.topics == 0 || workload.partitions_per_topic == 0 || workload.message_size == 0 {
         return Err(at(
@@ -184,8 +189,8 @@ pub fn parse(text: &str) -> Result<Workload, WorkloadError> {
             "topics, partitionsPerTopic and messageSize must be positive",
         ));
     }
-    if workload.batch_size == 0 {
-        return Err(at(0, "batchSize must be positive"));
+    if workload.batch_size == 0 || workload.requests_in_flight == 0 {
+        return Err(at(0, "batchSize and requestsInFlight must be positive"));
     }
     Ok(workload)
 }
@@ -209,6 +214,7 @@ const KEYS: &[&str] = &[
     "testDurationMinutes",
     "warmupDurationMinutes",
     "batchSize",
+    "requestsInFlight",
     "testDurationSeconds",
     "warmupDurationSeconds",
 ];
