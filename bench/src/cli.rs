@@ -22,6 +22,19 @@ enum Command {
     Run(Box<RunArgs>),
     /// Results side by side, with ratios and one chart.
     Compare(CompareArgs),
+    /// The Markdown tables of a `bench/run-suite.sh` results folder.
+    SuiteTable {
+        /// The folder.
+        dir: std::path::PathBuf,
+    },
+    /// Half the lower max publish rate of two results (the suite's
+    /// latency-comparison rate).
+    HalfRate {
+        /// One result.
+        a: std::path::PathBuf,
+        /// The other.
+        b: std::path::PathBuf,
+    },
     /// Drive a running node: produce, fetch or end-to-end latency.
     Load(LoadArgs),
     /// Serve 200 to every request (the HTTP ceiling to compare with).
@@ -49,6 +62,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => crate::run::run(*args).await,
             Command::Compare(args) => crate::compare::run(&args),
+            Command::SuiteTable { dir } => {
+                print!("{}", crate::suite::tables(&dir));
+                Ok(())
+            }
+            Command::HalfRate { a, b } => crate::suite::print_half_rate(&a, &b),
             Command::Load(args) => crate::load::run(args).await,
             Command::Hello { listen } => crate::hello::serve(&listen).await,
         }

@@ -4,7 +4,8 @@
 //!   Sluice (`--spawn N` or `--target URL`) or a peer (NATS JetStream,
 //!   Redis Streams, RabbitMQ quorum queues), with a JSON result in OMB's
 //!   field names and an SVG chart (`run/`, `driver/`, `chart.rs`).
-//! - `compare A.json B.json ...`: results side by side (`compare.rs`).
+//! - `compare A.json B.json ...`: results side by side (`compare.rs`);
+//!   `suite-table` and `half-rate` serve `bench/run-suite.sh` (`suite.rs`).
 //! - `load`: quick max-rate loads against one node (`load.rs`).
 //! - `hello`: a minimal HTTP server, the ceiling Sluice's HTTP figures are
 //!   compared with (`hello.rs`).
@@ -19,4 +20,5 @@ pub mod load;
 pub mod report;
 pub mod run;
 pub mod spawn;
+pub mod suite;
 pub mod workload;

@@ -314,7 +314,7 @@ mod tests {
             let w = read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             names.push(w.name);
         }
-        assert_eq!(names.len(), 6, "{names:?}");
+        assert_eq!(names.len(), 7, "{names:?}");
     }
 
     const OMB_SHAPE: &str = r#"

@@ -49,7 +49,10 @@ fn a_spawned_run_consumes_everything_it_produced() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("1/2 s"), "a progress line a second: {stderr}");
+    assert!(
+        stderr.contains("1/2 s"),
+        "a progress line a second: {stderr}"
+    );
 
     let text = std::fs::read_to_string(out.join("small.json")).expect("result");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");

@@ -258,7 +258,10 @@ mod tests {
         let second = c.add(&period, counts, 0.5).expect("add");
         assert_eq!(second.publish_rate, 10.0);
         assert_eq!(second.publish_error_rate, 10.0);
-        assert!(close(second.publish.p50, 100.0), "a period holds its own samples");
+        assert!(
+            close(second.publish.p50, 100.0),
+            "a period holds its own samples"
+        );
         // The totals hold all three requests.
         assert_eq!(c.publish.len(), 3);
         assert!(close(Percentiles::of(&c.publish).max, 100.0));
