@@ -7,15 +7,17 @@
 # afterwards. Writes every result (JSON + SVG) under the output folder and
 # the tables into docs/benchmarks.md (between the suite markers).
 #
-#   bench/run-suite.sh [--quick] [--peers "nats redis rabbitmq"] [--out DIR] [--no-docs]
+#   bench/run-suite.sh [--quick] [--peers "nats redis rabbitmq"] [--out DIR] [--no-docs] [--peers-only]
 #
+# --peers-only: skip the Sluice workload set (to redo peers into an
+# existing --out folder; Sluice's comparison runs are reused when there).
 # --quick: 5 s measured / 2 s warm-up per run instead of 20 / 5 (a smoke
 # test of the whole pipeline). The full suite takes about 25 minutes on a
 # 2-core machine, plus the first release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-DURATION=20 WARMUP=5 PEERS="nats redis rabbitmq" DOCS=1
+DURATION=20 WARMUP=5 PEERS="nats redis rabbitmq" DOCS=1 WORKLOADS=1
 OUT="bench-results/suite-$(date +%Y%m%d-%H%M%S)"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,11 +25,13 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-docs) DOCS="" ;;
-    *) echo "usage: $0 [--quick] [--peers LIST] [--out DIR] [--no-docs]" >&2; exit 2 ;;
+    --peers-only) WORKLOADS="" ;;
+    *) echo "usage: $0 [--quick] [--peers LIST] [--out DIR] [--no-docs] [--peers-only]" >&2; exit 2 ;;
   esac
   shift
 done
 mkdir -p "$OUT"
+rm -f "$OUT/failures.txt"
 LOG="$OUT/suite.log"
 started=$(date +%s)
 say() { echo "[$(( $(date +%s) - started ))s] $*" | tee -a "$LOG" >&2; }
@@ -54,11 +58,15 @@ run() {
 }
 
 for nodes in 1 3; do
-  for w in bench/workloads/*.yaml; do
-    case "$w" in *compare-*) continue ;; esac
-    run "sluice-$nodes-$(basename "$w" .yaml)" "$w" --spawn "$nodes" --sluice-bin "$SLUICE"
-  done
-  run "sluice-$nodes-max" "$COMPARE" --spawn "$nodes" --sluice-bin "$SLUICE"
+  if [ -n "$WORKLOADS" ]; then
+    for w in bench/workloads/*.yaml; do
+      case "$w" in *compare-*) continue ;; esac
+      run "sluice-$nodes-$(basename "$w" .yaml)" "$w" --spawn "$nodes" --sluice-bin "$SLUICE"
+    done
+  fi
+  if [ -n "$WORKLOADS" ] || [ ! -f "$OUT/sluice-$nodes-max.json" ]; then
+    run "sluice-$nodes-max" "$COMPARE" --spawn "$nodes" --sluice-bin "$SLUICE"
+  fi
 done
 
 for peer in $PEERS; do

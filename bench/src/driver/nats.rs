@@ -28,9 +28,11 @@ pub struct NatsDriver {
 }
 
 impl NatsDriver {
-    /// Connects to `url` (`nats://host:port`); streams get `replicas`.
+    /// Connects to `url` (`nats://host:port`, several comma-separated for
+    /// a cluster); streams get `replicas`.
     pub async fn connect(url: &str, replicas: u8) -> anyhow::Result<NatsDriver> {
-        let client = async_nats::connect(url)
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        let client = async_nats::connect(servers)
             .await
             .with_context(|| format!("connecting to {url}"))?;
         Ok(NatsDriver {
