@@ -128,7 +128,7 @@ pub fn tables(dir: &Path) -> String {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
-        .filter(|n| n.starts_with("sluice-") && !n.contains("-max") && !n.contains("-half"))
+        .filter(|n| n.starts_with("sluice-") && !n.ends_with("-max") && !n.contains("-half-"))
         .collect();
     names.sort();
     for name in names {
@@ -183,12 +183,22 @@ mod tests {
             "sluice-1-many",
             json!({"workload": "many", "aggregatedPublishRate": 10.0, "messagesPublished": 5, "messagesConsumed": 5}),
         );
+        put(
+            "sluice-3-max-rate-x",
+            json!({"workload": "max rate x", "aggregatedPublishRate": 20.0}),
+        );
         let t = tables(dir.path());
         assert!(
             t.contains("| NATS JetStream 2.15 (sync always) | 1 | 30000 | 5000 | 6.00× (met) | 2500 | 3.00 | 9.00 | met | 0.010 | 1.000 |"),
             "{t}"
         );
         assert!(!t.contains("Redis"), "absent peers are left out: {t}");
+        assert!(t.contains("| max rate x | 3 | 20 |"), "{t}");
+        assert_eq!(
+            t.matches("| 1 | 30000 |").count(),
+            1,
+            "comparison runs stay out of the workload table: {t}"
+        );
         assert!(t.contains("| many | 1 | 10 |"), "{t}");
         assert_eq!(
             half_rate(
