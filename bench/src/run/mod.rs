@@ -489,14 +489,15 @@ async fn produce<P: Producer>(mut producer: P, mut slot: Slot) -> anyhow::Result
     let mut batch = Vec::with_capacity(slot.batch);
     while !slot.stop.load(Ordering::Relaxed) {
         let k = slot.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(at) = slot.schedule.intended(k) {
+        let intended = slot.schedule.intended(k);
+        if let Some(at) = intended {
             tokio::time::sleep_until(at.into()).await;
             if slot.stop.load(Ordering::Relaxed) {
                 break;
             }
         }
         let sent = Instant::now();
-        let stamp_at = slot.schedule.intended(k).unwrap_or(sent);
+        let stamp_at = intended.unwrap_or(sent);
         let stamp_us = stamp_at.duration_since(slot.origin).as_micros() as u64;
         batch.clear();
         let mut bytes = 0u64;
