@@ -20,65 +20,117 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// A read-only view of the first bytes of a file, shared by every `Bytes`
-/// handed out from it.
+/// A read-only view of the first `len` bytes of a file, shared by every
+/// `Bytes` handed out from it.
+///
+/// The address range behind it (its capacity) may run past the file's end,
+/// so that a growing file is mapped once, not once per append: unmapping
+/// costs a TLB shootdown on every core, and a tail-following reader would
+/// otherwise pay one per fetch. Only `[0, len)` is ever turned into a
+/// slice, and `len` only grows to bytes the file is known to hold.
 #[derive(Clone)]
-pub struct Mapping(Arc<MappedBytes>);
+pub struct Mapping {
+    inner: Arc<MappedBytes>,
+    len: usize,
+}
 
 enum MappedBytes {
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
 }
 
-impl AsRef<[u8]> for MappedBytes {
-    fn as_ref(&self) -> &[u8] {
+impl MappedBytes {
+    /// Bytes of address space behind the mapping.
+    fn capacity(&self) -> usize {
         match self {
-            MappedBytes::Mmap(m) => m,
-            MappedBytes::Owned(v) => v,
+            MappedBytes::Mmap(m) => m.len(),
+            MappedBytes::Owned(v) => v.len(),
+        }
+    }
+
+    /// The first `len` bytes; `len` is at most the capacity and, for a
+    /// file mapping, at most what the file holds.
+    #[allow(unsafe_code)]
+    fn prefix(&self, len: usize) -> &[u8] {
+        match self {
+            // Not `Deref`: that would make a slice of the whole range,
+            // including pages past the file's end.
+            MappedBytes::Mmap(m) => {
+                assert!(len <= m.len(), "mapping prefix past its capacity");
+                // SAFETY: `[0, len)` lies inside the mapped range (checked
+                // above) and inside the file (the invariant of `Mapping`),
+                // and lives as long as `self` holds the mapping.
+                unsafe { std::slice::from_raw_parts(m.as_ptr(), len) }
+            }
+            MappedBytes::Owned(v) => &v[..len],
         }
     }
 }
 
 /// Owner of a mapping inside `Bytes`: keeps the mapping alive while any
 /// slice of it is.
-struct MappingOwner(Arc<MappedBytes>);
+struct MappingOwner {
+    inner: Arc<MappedBytes>,
+    len: usize,
+}
 
 impl AsRef<[u8]> for MappingOwner {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_ref().as_ref()
+        self.inner.prefix(self.len)
     }
 }
 
 impl Mapping {
     /// A mapping of bytes held in memory (the simulated disk, empty files).
     pub fn from_vec(bytes: Vec<u8>) -> Mapping {
-        Mapping(Arc::new(MappedBytes::Owned(bytes)))
+        let len = bytes.len();
+        Mapping {
+            inner: Arc::new(MappedBytes::Owned(bytes)),
+            len,
+        }
     }
 
     /// The mapped bytes.
     pub fn as_slice(&self) -> &[u8] {
-        self.0.as_ref().as_ref()
+        self.inner.prefix(self.len)
     }
 
     /// Length of the mapping.
     pub fn len(&self) -> u64 {
-        self.as_slice().len() as u64
+        self.len as u64
     }
 
     /// Whether the mapping is empty.
     pub fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
+        self.len == 0
     }
 
     /// The whole mapping as `Bytes`; slices of it are zero-copy.
     pub fn to_bytes(&self) -> Bytes {
-        Bytes::from_owner(MappingOwner(Arc::clone(&self.0)))
+        Bytes::from_owner(MappingOwner {
+            inner: Arc::clone(&self.inner),
+            len: self.len,
+        })
+    }
+
+    /// The same mapping grown to `len` bytes without a new `mmap`, if its
+    /// capacity reaches that far. The caller has written the file up to
+    /// `len` (reading a mapped page past a file's end is `SIGBUS`).
+    pub(crate) fn grown_to(&self, len: u64) -> Option<Mapping> {
+        let len = usize::try_from(len).ok()?;
+        (len >= self.len && len <= self.inner.capacity()).then(|| Mapping {
+            inner: Arc::clone(&self.inner),
+            len,
+        })
     }
 }
 
 impl fmt::Debug for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mapping").field("len", &self.len()).finish()
+        f.debug_struct("Mapping")
+            .field("len", &self.len)
+            .field("capacity", &self.inner.capacity())
+            .finish()
     }
 }
 
@@ -96,6 +148,13 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Maps the first `len` bytes (at most the file's length) read-only.
     fn map(&self, len: u64) -> io::Result<Mapping>;
+    /// Maps the first `len` bytes read-only, reserving address space for
+    /// `capacity` bytes (≥ `len`) so that the mapping can grow with the
+    /// file ([`Mapping::grown_to`]). Implementations may reserve nothing.
+    fn map_growable(&self, len: u64, capacity: u64) -> io::Result<Mapping> {
+        let _ = capacity;
+        self.map(len)
+    }
 }
 
 /// A file system.
@@ -153,30 +212,40 @@ impl DiskFile for RealFile {
         self.file.sync_data()
     }
 
-    #[allow(unsafe_code)]
     fn map(&self, len: u64) -> io::Result<Mapping> {
-        if len == 0 {
+        self.map_growable(len, len)
+    }
+
+    #[allow(unsafe_code)]
+    fn map_growable(&self, len: u64, capacity: u64) -> io::Result<Mapping> {
+        if len == 0 && capacity == 0 {
             // mmap rejects empty mappings.
             return Ok(Mapping::from_vec(Vec::new()));
         }
         let file_len = self.len_bytes()?;
-        if len > file_len {
+        if len > file_len || capacity < len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("cannot map {len} bytes of a {file_len}-byte file"),
+                format!("cannot map {len} bytes ({capacity} reserved) of a {file_len}-byte file"),
             ));
         }
-        let len = usize::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+        let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "mapping too large");
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        let capacity = usize::try_from(capacity).map_err(|_| too_large())?;
         // SAFETY: a mapping is undefined behaviour only if the mapped bytes
-        // change under it or the file shrinks below it. The engine writes a
-        // segment only past every mapped length (appends go to the end), and
-        // never shrinks a file region a mapping covers: `truncate` writes a
-        // new file and renames it over the old one instead, which leaves
+        // change under it or the file shrinks below it. Readers only ever
+        // see `[0, len)` (see `Mapping`), and the engine writes a segment
+        // only past every readable length (appends go to the end) and never
+        // shrinks a file region a mapping covers: `truncate` writes a new
+        // file and renames it over the old one instead, which leaves
         // existing mappings on the old inode. Other processes are kept out
-        // by the directory lock.
-        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
-        Ok(Mapping(Arc::new(MappedBytes::Mmap(mmap))))
+        // by the directory lock. Pages of the range past the file's end are
+        // never touched until the file holds them (`Mapping::grown_to`).
+        let mmap = unsafe { memmap2::MmapOptions::new().len(capacity).map(&self.file)? };
+        Ok(Mapping {
+            inner: Arc::new(MappedBytes::Mmap(mmap)),
+            len,
+        })
     }
 }
 
@@ -300,5 +369,40 @@ pub(crate) fn remove_if_exists(disk: &dyn Disk, path: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_growable_mapping_grows_with_the_file_and_keeps_old_views() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = FileDisk.create_new(&dir.path().join("f")).expect("create");
+        file.write_all_at(&[1; 100], 0).expect("write");
+        let first = file.map_growable(100, 4096).expect("map");
+        let before = first.to_bytes();
+
+        file.write_all_at(&[2; 100], 100).expect("write");
+        let grown = first.grown_to(200).expect("within the reserve");
+        assert_eq!(grown.len(), 200);
+        assert_eq!(&grown.as_slice()[..100], &[1; 100][..]);
+        assert_eq!(&grown.as_slice()[100..], &[2; 100][..]);
+        // A view handed out earlier keeps its length.
+        assert_eq!(before.len(), 100);
+        // Past the reserve, and backwards, a new mapping is needed.
+        assert!(first.grown_to(4097).is_none());
+        assert!(grown.grown_to(50).is_none());
+    }
+
+    #[test]
+    fn a_mapping_never_starts_past_the_file_or_its_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = FileDisk.create_new(&dir.path().join("f")).expect("create");
+        file.write_all_at(&[1; 10], 0).expect("write");
+        assert!(file.map(11).is_err());
+        assert!(file.map_growable(10, 5).is_err());
+        assert_eq!(file.map_growable(0, 4096).expect("map").len(), 0);
     }
 }

@@ -23,6 +23,11 @@ use crate::format::{BATCH_HEADER_BYTES, BatchHeader, RecordIter, Seal};
 use crate::index::{ScanStart, SegmentIndex};
 use crate::record::{MessageId, Offset, Record, Timestamp};
 
+/// Address space reserved past the end of an active segment's mapping, so
+/// that appends do not force a new `mmap` (and an unmap with its TLB
+/// shootdown) for every read of the tail.
+const MAP_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The four file names of a segment.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentPaths {
@@ -175,7 +180,8 @@ pub(crate) struct Segment {
     pub first_append: Option<Instant>,
     /// Loaded lazily for sealed segments; always present for the active one.
     index: OnceLock<SegmentIndex>,
-    /// The newest mapping; replaced when a read needs bytes past its end.
+    /// The newest mapping; grown in place or replaced when a read needs
+    /// bytes past its end.
     mapping: Mutex<Option<Mapping>>,
     /// Bytes from position 0 whose CRCs have been checked since open.
     verified_len: AtomicU64,
@@ -330,11 +336,22 @@ impl Segment {
     /// The segment's bytes `[0, len)` as zero-copy `Bytes`.
     pub fn view(&self, disk: &dyn Disk) -> Result<Bytes, EngineError> {
         let mut slot = self.mapping.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = slot.as_ref().filter(|m| m.len() >= self.len) {
-            return Ok(m.to_bytes().slice(..self.len as usize));
+        if let Some(m) = slot.as_ref() {
+            if m.len() >= self.len {
+                return Ok(m.to_bytes().slice(..self.len as usize));
+            }
+            // The file holds `[0, self.len)`: every byte below `len` was
+            // written before `len` moved past it.
+            if let Some(grown) = m.grown_to(self.len) {
+                let bytes = grown.to_bytes();
+                *slot = Some(grown);
+                return Ok(bytes);
+            }
         }
         let mapping = match &self.writer {
-            Some(w) => w.map(self.len),
+            // The active segment grows; reserve room so that a reader
+            // following its tail maps it once per `MAP_RESERVE_BYTES`.
+            Some(w) => w.map_growable(self.len, self.len + MAP_RESERVE_BYTES),
             None => disk.open(&self.paths.log).and_then(|f| f.map(self.len)),
         }
         .map_err(|e| EngineError::io(&self.paths.log, e))?;
