@@ -18,6 +18,8 @@ pub struct Conn {
 pub struct Answer {
     /// The HTTP status.
     pub status: u16,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
@@ -73,8 +75,13 @@ impl Conn {
             }
             let response = sender.send_request(request.body(Full::new(body))?).await?;
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok(Answer { status, body })
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            anyhow::Ok(Answer {
+                status,
+                headers: parts.headers,
+                body,
+            })
         }
         .await;
         if result.is_err() {

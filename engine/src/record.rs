@@ -129,6 +129,26 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record the log would return for `new` at `offset`, built in
+    /// memory (for code that renders records, and its tests).
+    pub fn at(offset: Offset, new: &NewRecord) -> Record {
+        let mut headers = Vec::new();
+        let pairs: Vec<(&str, &[u8])> = new
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+            .collect();
+        format::encode_headers(&mut headers, &pairs);
+        Record {
+            offset,
+            timestamp: new.timestamp,
+            expires_at: new.expires_at,
+            id: new.id,
+            headers: Bytes::from(headers),
+            payload: new.payload.clone(),
+        }
+    }
+
     /// The record's headers, in the order they were appended.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         format::iter_headers(&self.headers)

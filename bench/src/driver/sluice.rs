@@ -1,6 +1,7 @@
 //! Sluice over its native API: produce with the binary framing or JSON,
 //! consume as consumer-group members (`poll`, commits once a second) or
-//! by plain partition fetches. Each producer and consumer has its own
+//! by plain partition fetches, reading binary message frames when
+//! producing binary and JSON otherwise. Each producer and consumer has its own
 //! HTTP/1.1 connection.
 
 use std::collections::BTreeMap;
@@ -13,10 +14,10 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_server::v2::batch::{Draft, ProduceRequest};
-use sluice_server::v2::framing;
+use sluice_server::v2::{framing, message_frames};
 
 use super::{Consumer, Driver, Producer, Received};
-use crate::conn::Conn;
+use crate::conn::{Answer, Conn};
 
 /// How produce requests are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +142,7 @@ impl Driver for SluiceDriver {
                 conn,
                 auth: self.auth.clone(),
                 queue,
+                frames: self.format == ProduceFormat::Binary,
                 mode: Mode::Group(Member {
                     group: format!("/groups/{subscription}"),
                     id: String::new(),
@@ -153,6 +155,7 @@ impl Driver for SluiceDriver {
                 conn,
                 auth: self.auth.clone(),
                 queue,
+                frames: self.format == ProduceFormat::Binary,
                 mode: Mode::Fetch(Fetcher {
                     index,
                     count: count.max(1),
@@ -251,6 +254,8 @@ pub struct SluiceConsumer {
     /// `/v2/{app}/{queue}`.
     queue: String,
     mode: Mode,
+    /// Whether polls and fetches ask for binary message frames.
+    frames: bool,
 }
 
 enum Mode {
@@ -321,6 +326,46 @@ struct Fetched {
     next_offset: u64,
 }
 
+/// A delivered message: (partition, offset, what the run needs).
+type Delivered = (u32, u64, Received);
+
+/// The messages of a poll or fetch answer, and the answer's `field` (the
+/// member epoch or the next offset) from JSON or, for message frames, from
+/// its `X-Sluice-*` header.
+fn delivered(answer: &Answer, field: &str) -> anyhow::Result<(u64, Vec<Delivered>)> {
+    let framed = answer
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == framing::MEDIA_TYPE.as_bytes());
+    if framed {
+        let header = format!("x-sluice-{}", field.replace('_', "-"));
+        let value: u64 = answer
+            .headers
+            .get(header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("the answer has no {header} header"))?;
+        let messages = message_frames::decode(&answer.body).context("a message frame")?;
+        let messages = messages
+            .iter()
+            .map(|m| (m.partition, m.offset, Received::of(&m.body)))
+            .collect();
+        return Ok((value, messages));
+    }
+    let (value, messages) = if field == "member_epoch" {
+        let polled: Polled = serde_json::from_slice(&answer.body).context("a poll answer")?;
+        (polled.member_epoch, polled.messages)
+    } else {
+        let fetched: Fetched = serde_json::from_slice(&answer.body).context("a fetch answer")?;
+        (fetched.next_offset, fetched.messages)
+    };
+    let messages = messages
+        .iter()
+        .map(|m| (m.partition, m.offset, m.received()))
+        .collect();
+    Ok((value, messages))
+}
+
 impl SluiceConsumer {
     async fn call(
         &mut self,
@@ -328,21 +373,36 @@ impl SluiceConsumer {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Bytes)> {
+        let answer = self.send(method, path, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// A request; reads ask for message frames when `frames` is set.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
         let content = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let auth = self.auth.clone();
-        let answer = self
-            .conn
+        let accept = if self.frames {
+            framing::MEDIA_TYPE
+        } else {
+            "application/json"
+        };
+        self.conn
             .send(
                 method,
                 path,
                 &[
                     ("authorization", &auth),
                     ("content-type", "application/json"),
+                    ("accept", accept),
                 ],
                 content,
             )
-            .await?;
-        Ok((answer.status, answer.body))
+            .await
     }
 
     async fn start(&mut self) -> anyhow::Result<()> {
@@ -432,31 +492,35 @@ impl SluiceConsumer {
             "{}{}/poll?member={}&max_messages={POLL_MESSAGES_MAX}&max_bytes={POLL_BYTES_MAX}&wait_ms={POLL_WAIT_MS}",
             self.queue, m.group, m.id
         );
-        let (status, body) = self.call("GET", &path, None).await?;
-        if status == 404 {
+        let answer = self.send("GET", &path, None).await?;
+        if answer.status == 404 {
             // The session expired (a stalled machine): join again.
             self.join().await?;
             return Ok(Vec::new());
         }
-        if status != 200 {
-            bail!("poll: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        if answer.status != 200 {
+            bail!(
+                "poll: HTTP {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
         }
-        let polled: Polled = serde_json::from_slice(&body).context("a poll answer")?;
-        let received = polled.messages.iter().map(Message::received).collect();
+        let (member_epoch, messages) = delivered(&answer, "member_epoch")?;
+        let received = messages.iter().map(|(_, _, r)| *r).collect();
         let Mode::Group(m) = &mut self.mode else {
             return Ok(received);
         };
-        for msg in &polled.messages {
-            m.positions.insert(msg.partition, msg.offset + 1);
+        for (partition, offset, _) in &messages {
+            m.positions.insert(*partition, offset + 1);
         }
-        if polled.member_epoch != m.epoch {
+        if member_epoch != m.epoch {
             // A rebalance: commit what was delivered, then take the new
             // epoch, which releases revoked partitions to others.
             self.commit().await?;
             let Mode::Group(m) = &mut self.mode else {
                 return Ok(received);
             };
-            m.epoch = polled.member_epoch;
+            m.epoch = member_epoch;
             let path = format!("{}{}/members/{}/heartbeat", self.queue, m.group, m.id);
             let epoch = m.epoch;
             self.call("POST", &path, Some(json!({"member_epoch": epoch})))
@@ -490,16 +554,20 @@ impl SluiceConsumer {
                 "{}/partitions/{partition}/messages?offset={offset}&max_messages={POLL_MESSAGES_MAX}&max_bytes={POLL_BYTES_MAX}&wait_ms={wait_ms}",
                 self.queue
             );
-            let (status, body) = self.call("GET", &path, None).await?;
-            if status != 200 {
-                bail!("fetch: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            let answer = self.send("GET", &path, None).await?;
+            if answer.status != 200 {
+                bail!(
+                    "fetch: HTTP {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                );
             }
-            let fetched: Fetched = serde_json::from_slice(&body).context("a fetch answer")?;
+            let (next_offset, messages) = delivered(&answer, "next_offset")?;
             if let Mode::Fetch(f) = &mut self.mode {
-                f.partitions[slot].1 = fetched.next_offset;
+                f.partitions[slot].1 = next_offset;
             }
-            if !fetched.messages.is_empty() {
-                return Ok(fetched.messages.iter().map(Message::received).collect());
+            if !messages.is_empty() {
+                return Ok(messages.into_iter().map(|(_, _, r)| r).collect());
             }
         }
         Ok(Vec::new())

@@ -23,6 +23,7 @@ use crate::v1::lookup_queue;
 use crate::v1::messages::routed;
 use crate::v2::chunk::{self, Chunk, ChunkError};
 use crate::v2::error::V2Error;
+use crate::v2::message_frames;
 use crate::v2::{Query, partition_in};
 
 /// Default `max_messages`.
@@ -82,6 +83,19 @@ pub async fn fetch(
     let chunk = &led.value;
     let bytes: u64 = chunk.records.iter().map(|r| r.payload.len() as u64).sum();
     state.metrics.consumed(chunk.records.len() as u64, bytes);
+    if message_frames::wanted(&headers) {
+        let fields = [
+            ("x-sluice-next-offset", chunk.next_offset.0.to_string()),
+            (
+                "x-sluice-high-watermark",
+                chunk.high_watermark.0.to_string(),
+            ),
+            ("x-sluice-log-start-offset", chunk.log_start.0.to_string()),
+            ("x-sluice-skipped", chunk.skipped.to_string()),
+        ];
+        let records = chunk.records.iter().map(|r| (partition.0, r));
+        return Ok(routed(message_frames::response(records, &fields)?, &led));
+    }
     let messages: Vec<Value> = chunk
         .records
         .iter()

@@ -107,7 +107,7 @@ async fn forward(
             state.limits.wait_ms_max + state.limits.route_timeout_ms,
         ))
         .body(request.body.clone());
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
         if let Some(value) = request.headers.get(&name) {
             outgoing = outgoing.header(name, value);
         }

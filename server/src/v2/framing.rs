@@ -22,6 +22,7 @@
 //! nothing may follow the last message.
 
 use crate::v2::batch::{BATCH_MESSAGES_MAX, Draft, KEY_BYTES_MAX, ProduceRequest};
+use crate::v2::cursor::Reader;
 
 /// The media type of the framing.
 pub const MEDIA_TYPE: &str = "application/vnd.sluice.batch";
@@ -196,46 +197,6 @@ fn encode_message(out: &mut Vec<u8>, m: &Draft) -> Result<(), String> {
     out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&m.body);
     Ok(())
-}
-
-/// A cursor that never reads past the end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let left = self.bytes.len() - self.at;
-        if n > left {
-            return Err(format!("needs {n} more bytes, {left} left"));
-        }
-        let out = &self.bytes[self.at..self.at + n];
-        self.at += n;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        self.array().map(u64::from_le_bytes)
-    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use crate::v2::coordinator::MemberKey;
 use crate::v2::error::V2Error;
 use crate::v2::fetch::ReadBounds;
 use crate::v2::forward::{self, Place, Replay};
+use crate::v2::message_frames;
 use crate::v2::{Query, read_body};
 
 /// Session timeout when a join names none.
@@ -49,6 +50,8 @@ pub struct AtLeader {
     term: u64,
     body: axum::body::Bytes,
     query: Option<String>,
+    /// Whether the client asked for binary message frames.
+    frames: bool,
 }
 
 /// The path parameters of the group routes.
@@ -93,6 +96,7 @@ impl FromRequest<AppState> for AtLeader {
                 term,
                 body,
                 query: parts.uri.query().map(str::to_string),
+                frames: message_frames::wanted(&parts.headers),
             }),
         }
     }
@@ -318,7 +322,7 @@ pub async fn poll(State(state): State<AppState>, at: AtLeader) -> Result<Respons
                     let bytes: usize = chunk.records.iter().map(|r| r.payload.len()).sum();
                     left_bytes = left_bytes.saturating_sub(bytes);
                     delivered_bytes += bytes as u64;
-                    messages.extend(chunk.records.iter().map(|r| chunk::message_json(r, p.0)));
+                    messages.extend(chunk.records.into_iter().map(|r| (p.0, r)));
                     if chunk.next_offset != at_offset {
                         delivered.insert(p, chunk.next_offset);
                     }
@@ -346,6 +350,19 @@ pub async fn poll(State(state): State<AppState>, at: AtLeader) -> Result<Respons
         if !messages.is_empty() || remaining.is_zero() {
             state.metrics.consumed(messages.len() as u64, bytes);
             let partitions: Vec<u32> = partitions.iter().map(|p| p.0).collect();
+            if at.frames {
+                let listed: Vec<String> = partitions.iter().map(u32::to_string).collect();
+                let fields = [
+                    ("x-sluice-member-epoch", epoch.to_string()),
+                    ("x-sluice-partitions", listed.join(",")),
+                ];
+                let records = messages.iter().map(|(p, r)| (*p, r));
+                return message_frames::response(records, &fields);
+            }
+            let messages: Vec<Value> = messages
+                .iter()
+                .map(|(p, r)| chunk::message_json(r, *p))
+                .collect();
             return Ok(Json(json!({
                 "member_epoch": epoch,
                 "partitions": partitions,

@@ -27,10 +27,12 @@ pub struct Server {
     client: reqwest::Client,
 }
 
-/// A response: status, headers, JSON body (`Value::Null` if not JSON).
+/// A response: status, headers, body, and the body as JSON
+/// (`Value::Null` if not JSON).
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
+    pub bytes: bytes::Bytes,
     pub json: Value,
 }
 
@@ -136,6 +138,7 @@ impl Server {
         Reply {
             status,
             headers,
+            bytes,
             json,
         }
     }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use sluice_server::v2::message_frames;
+
 use crate::support::{LocalCluster, Server};
 
 /// Longest a group may take to settle.
@@ -317,21 +319,50 @@ async fn any_node_serves_group_requests() {
         )
         .await
         .expect(201);
-    first
+    let produced = first
         .json(
             "POST",
             "/v2/test/q/messages",
             &json!({"messages": [{"body": "x", "partition": 0}, {"body": "y", "partition": 1}]}),
         )
-        .await
-        .expect(201);
+        .await;
+    produced.expect(201);
+    let leader: u64 = produced.headers["x-sluice-leader"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a node id");
+    let follower = cluster.node(if leader == 1 { 2 } else { 1 });
     // Join through one node, heartbeat, poll and commit through the others.
     let mut m = join(cluster.node(2)).await;
     heartbeat(cluster.node(3), &mut m).await;
     assert_eq!(m.partitions, BTreeSet::from([0, 1]));
-    let mut delivered = poll(cluster.node(1), &m).await;
+    // A follower forwards the poll, with its `Accept` for binary frames.
+    let polled = follower
+        .call(
+            "GET",
+            &format!("{GROUP}/poll?member={}&max_messages=1000", m.id),
+            Some(&follower.auth()),
+            &[("accept", sluice_server::v2::framing::MEDIA_TYPE)],
+            "",
+        )
+        .await;
+    assert_eq!(polled.status, 200);
+    assert_eq!(polled.headers["x-sluice-partitions"], "0,1");
+    assert_eq!(
+        polled.headers["x-sluice-member-epoch"],
+        m.epoch.to_string().as_str()
+    );
+    let mut delivered: Vec<(u32, u64, Vec<u8>)> = message_frames::decode(&polled.bytes)
+        .expect("a frame")
+        .into_iter()
+        .map(|msg| (msg.partition, msg.offset, msg.body.to_vec()))
+        .collect();
     delivered.sort();
-    assert_eq!(delivered, vec![(0, 0), (1, 0)]);
+    assert_eq!(
+        delivered,
+        vec![(0, 0, b"x".to_vec()), (1, 0, b"y".to_vec())]
+    );
     commit(cluster.node(3), &m, json!({"0": 1, "1": 1}))
         .await
         .expect(200);

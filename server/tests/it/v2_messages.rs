@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use sluice_server::v2::batch::{Draft, ProduceRequest};
-use sluice_server::v2::framing;
+use sluice_server::v2::{framing, message_frames};
 
 use crate::support::Server;
 
@@ -23,6 +23,11 @@ async fn with_queue(partitions: u32) -> (tempfile::TempDir, Server) {
     .await
     .expect(201);
     (dir, s)
+}
+
+/// An `Accept` value asking for message frames among other types.
+fn message_frames_media() -> &'static str {
+    "application/json;q=0.5, application/vnd.sluice.batch"
 }
 
 async fn fetch(s: &Server, partition: u32, query: &str) -> Value {
@@ -145,6 +150,43 @@ async fn produce_places_messages_and_fetch_reads_them_back() {
     assert_eq!(list[1]["key"], "bin");
     assert_eq!(got["next_offset"], offset + 2);
     assert_eq!(got["high_watermark"], offset + 2);
+
+    // The same read as binary message frames, its other fields as headers.
+    let framed = s
+        .call(
+            "GET",
+            &format!("/v2/default/q/partitions/2/messages?offset={offset}"),
+            Some(&s.auth()),
+            &[("accept", message_frames_media())],
+            "",
+        )
+        .await;
+    assert_eq!(framed.status, 200);
+    assert_eq!(framed.headers["content-type"], framing::MEDIA_TYPE);
+    assert_eq!(
+        framed.headers["x-sluice-next-offset"],
+        (offset + 2).to_string().as_str()
+    );
+    assert_eq!(
+        framed.headers["x-sluice-high-watermark"],
+        (offset + 2).to_string().as_str()
+    );
+    assert_eq!(framed.headers["x-sluice-skipped"], "false");
+    let delivered = message_frames::decode(&framed.bytes).expect("a frame");
+    assert_eq!(delivered.len(), 2);
+    assert_eq!((delivered[0].partition, delivered[0].offset), (2, offset));
+    assert_eq!(&delivered[0].body[..], &[0xff, 0x00, 0xfe]);
+    assert_eq!(delivered[0].headers[0].0, "trace");
+    assert_eq!(&delivered[1].body[..], b"framed");
+    assert_eq!(delivered[1].key.as_deref(), Some(&b"bin"[..]));
+    assert_eq!(
+        list[1]["id"].as_str().expect("id"),
+        delivered[1]
+            .id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
 
     // Bounds: max_messages, and offsets past the end or partitions past
     // the count.
