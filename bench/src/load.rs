@@ -12,10 +12,9 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use sluice_server::v2::batch::{Draft, ProduceRequest};
-use sluice_server::v2::framing;
 
 use crate::conn::Conn;
+use crate::driver::sluice::{self, ProduceFormat};
 use crate::report::{histogram, latency_line};
 
 /// What to measure.
@@ -227,26 +226,13 @@ fn produce_body(args: &LoadArgs, stamp: Option<u64>) -> anyhow::Result<(Vec<u8>,
     }
     Ok(match args.api {
         Api::V1 => (payload, "application/octet-stream"),
-        Api::V2Binary => {
-            let request = ProduceRequest {
-                producer_id: None,
-                messages: vec![
-                    Draft {
-                        body: payload,
-                        ..Draft::default()
-                    };
-                    args.batch
-                ],
+        Api::V2Binary | Api::V2Json => {
+            let format = match args.api {
+                Api::V2Binary => ProduceFormat::Binary,
+                _ => ProduceFormat::Json,
             };
-            (framing::encode(&request)?, framing::MEDIA_TYPE)
-        }
-        Api::V2Json => {
-            let body = String::from_utf8_lossy(&payload).into_owned();
-            let messages: Vec<Value> = (0..args.batch).map(|_| json!({"body": body})).collect();
-            (
-                json!({ "messages": messages }).to_string().into_bytes(),
-                "application/json",
-            )
+            let payloads = vec![bytes::Bytes::from(payload); args.batch];
+            sluice::produce_body(format, &payloads, None)?
         }
     })
 }

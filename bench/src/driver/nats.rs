@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 use super::{Consumer, Driver, Producer, Received};
 
+/// How long stream creation is retried while a new cluster elects.
+const STREAM_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Messages asked for per pull.
 const PULL_MESSAGES_MAX: usize = 1_000;
 /// How long a pull waits.
@@ -47,17 +50,29 @@ impl Driver for NatsDriver {
     type Consumer = NatsConsumer;
 
     async fn create_topic(&self, topic: &str, _partitions: u32) -> anyhow::Result<()> {
-        self.context
-            .create_stream(stream::Config {
-                name: topic.to_string(),
-                subjects: vec![topic.to_string()],
-                storage: stream::StorageType::File,
-                num_replicas: usize::from(self.replicas),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("creating stream {topic}: {e}"))?;
-        Ok(())
+        // A cluster that has just started answers before JetStream has a
+        // meta leader (the request times out): retry for a bounded time.
+        let deadline = std::time::Instant::now() + STREAM_CREATE_TIMEOUT;
+        loop {
+            let created = self
+                .context
+                .create_stream(stream::Config {
+                    name: topic.to_string(),
+                    subjects: vec![topic.to_string()],
+                    storage: stream::StorageType::File,
+                    num_replicas: usize::from(self.replicas),
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("creating stream {topic}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => anyhow::bail!("creating stream {topic}: {e}"),
+            }
+        }
     }
 
     async fn producer(&self, topic: &str) -> anyhow::Result<NatsProducer> {

@@ -185,9 +185,14 @@ pub struct SluiceProducer {
     format: ProduceFormat,
 }
 
-impl Producer for SluiceProducer {
-    async fn send(&mut self, payloads: &[Bytes], key: Option<&str>) -> anyhow::Result<()> {
-        let (body, content_type) = match self.format {
+/// A produce request body for `payloads` (all with `key`, when given) and
+/// its content type.
+pub fn produce_body(
+    format: ProduceFormat,
+    payloads: &[Bytes],
+    key: Option<&str>,
+) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    Ok(match format {
             ProduceFormat::Binary => {
                 let request = ProduceRequest {
                     producer_id: None,
@@ -223,7 +228,12 @@ impl Producer for SluiceProducer {
                     "application/json",
                 )
             }
-        };
+        })
+}
+
+impl Producer for SluiceProducer {
+    async fn send(&mut self, payloads: &[Bytes], key: Option<&str>) -> anyhow::Result<()> {
+        let (body, content_type) = produce_body(self.format, payloads, key)?;
         let answer = self
             .conn
             .send(
