@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// New users assigned per minute on this node, 0 = unlimited [default: 600].
     #[arg(long, env = "SLUICE_TOKEN_NEW_USERS_PER_MINUTE")]
     pub token_new_users_per_minute: Option<u32>,
+    /// New users assigned per minute on this node from any one issuer, 0 = unlimited [default: 300].
+    #[arg(long, env = "SLUICE_TOKEN_NEW_USERS_PER_ISSUER_PER_MINUTE")]
+    pub token_new_users_per_issuer_per_minute: Option<u32>,
 }
 
 /// The `--config` file: the same settings, all optional.
@@ -143,6 +146,7 @@ struct FileSettings {
     token_metrics_secret: Option<String>,
     token_ip_rate: Option<u32>,
     token_new_users_per_minute: Option<u32>,
+    token_new_users_per_issuer_per_minute: Option<u32>,
     token_jwks: Option<PathBuf>,
     #[serde(default)]
     token_issuers: Vec<String>,
@@ -235,6 +239,8 @@ pub struct TokenSettings {
     pub ip_rate_per_s: u32,
     /// New users per minute on a node (0: unlimited).
     pub new_users_per_minute: u32,
+    /// New users per minute on a node from one issuer (0: unlimited).
+    pub new_users_per_issuer_per_minute: u32,
     /// The JWKS file for local JWT verification.
     pub jwks: Option<PathBuf>,
     /// Issuers JWTs may come from (empty: any).
@@ -361,6 +367,9 @@ impl ServeConfig {
                 new_users_per_minute: args
                     .token_new_users_per_minute
                     .or(file.token_new_users_per_minute),
+                new_users_per_issuer_per_minute: args
+                    .token_new_users_per_issuer_per_minute
+                    .or(file.token_new_users_per_issuer_per_minute),
                 jwks: args.token_jwks.or(file.token_jwks),
                 issuers: if args.token_issuers.is_empty() {
                     file.token_issuers
@@ -383,6 +392,7 @@ struct TokenInputs {
     metrics_secret: Option<String>,
     ip_rate_per_s: Option<u32>,
     new_users_per_minute: Option<u32>,
+    new_users_per_issuer_per_minute: Option<u32>,
     jwks: Option<PathBuf>,
     issuers: Vec<String>,
 }
@@ -400,6 +410,7 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         metrics_secret,
         ip_rate_per_s,
         new_users_per_minute,
+        new_users_per_issuer_per_minute,
         jwks,
         issuers,
     } = inputs;
@@ -466,6 +477,7 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         node_capacity: node_capacity.unwrap_or(TOKEN_NODE_CAPACITY_DEFAULT),
         ip_rate_per_s: ip_rate_per_s.unwrap_or(20),
         new_users_per_minute: new_users_per_minute.unwrap_or(600),
+        new_users_per_issuer_per_minute: new_users_per_issuer_per_minute.unwrap_or(300),
         jwks,
         issuers,
     }))

@@ -218,6 +218,12 @@ impl Assignments {
             .map(|r| r.node.as_str())
     }
 
+    /// Whether users not seen before may be assigned (the operators'
+    /// switch).
+    pub fn allows_new_users(&self) -> bool {
+        self.allow_new_users
+    }
+
     /// The rows of a user, oldest first.
     pub fn rows(&self, service: &str, email: &str) -> &[Row] {
         self.users

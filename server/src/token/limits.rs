@@ -1,9 +1,9 @@
 //! Abuse resistance of the token endpoint: a rate per client IP, and a
-//! cap on new assignments per minute (global), so an attacker with
+//! cap on new assignments per minute (in all and per issuer), so an attacker with
 //! unlimited identities fills groups no faster than the cap. Both are
 //! in-memory on each node; limits are per node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -55,39 +55,79 @@ impl PerClient {
     }
 }
 
-/// New assignments allowed per minute, over a sliding minute.
+/// Most issuers whose recent new users are tracked. Issuers come from
+/// verified credentials only (an allow-listed JWT issuer or the remote
+/// verifier's answer), so this bounds memory, not an attacker's choice.
+const ISSUERS_MAX: usize = 10_000;
+
+/// A sliding minute.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// New assignments allowed per minute, in all and per issuer, over a
+/// sliding minute. The per-issuer cap keeps one identity provider (or an
+/// attacker minting identities at one) from taking the whole global cap.
 #[derive(Debug)]
 pub struct NewUsers {
     per_minute: usize,
-    recent: Mutex<std::collections::VecDeque<Instant>>,
+    per_issuer_per_minute: usize,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Default)]
+struct Windows {
+    all: VecDeque<Instant>,
+    by_issuer: HashMap<String, VecDeque<Instant>>,
+}
+
+/// Drops the times that left the minute ending at `now`.
+fn slide(window: &mut VecDeque<Instant>, now: Instant) {
+    while window
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
+    {
+        window.pop_front();
+    }
 }
 
 impl NewUsers {
-    /// At most `per_minute` new users a minute (0: unlimited).
-    pub fn new(per_minute: u32) -> NewUsers {
+    /// At most `per_minute` new users a minute, and `per_issuer_per_minute`
+    /// from any one issuer (0: unlimited).
+    pub fn new(per_minute: u32, per_issuer_per_minute: u32) -> NewUsers {
         NewUsers {
             per_minute: per_minute as usize,
-            recent: Mutex::new(std::collections::VecDeque::new()),
+            per_issuer_per_minute: per_issuer_per_minute as usize,
+            windows: Mutex::new(Windows::default()),
         }
     }
 
-    /// Reserves one new assignment at `now`; `false` when the minute is
-    /// full.
-    pub fn reserve(&self, now: Instant) -> bool {
-        if self.per_minute == 0 {
-            return true;
-        }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        while recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= self.per_minute {
+    /// Reserves one new assignment for a user of `issuer` at `now`;
+    /// `false` when either minute is full (nothing is then counted).
+    pub fn reserve(&self, issuer: &str, now: Instant) -> bool {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        slide(&mut w.all, now);
+        if self.per_minute != 0 && w.all.len() >= self.per_minute {
             return false;
         }
-        recent.push_back(now);
+        if self.per_issuer_per_minute != 0 {
+            if w.by_issuer.len() >= ISSUERS_MAX && !w.by_issuer.contains_key(issuer) {
+                w.by_issuer.retain(|_, window| {
+                    slide(window, now);
+                    !window.is_empty()
+                });
+                if w.by_issuer.len() >= ISSUERS_MAX {
+                    return false;
+                }
+            }
+            let window = w.by_issuer.entry(issuer.to_string()).or_default();
+            slide(window, now);
+            if window.len() >= self.per_issuer_per_minute {
+                return false;
+            }
+            window.push_back(now);
+        }
+        if self.per_minute != 0 {
+            w.all.push_back(now);
+        }
         true
     }
 }
@@ -114,14 +154,33 @@ mod tests {
 
     #[test]
     fn new_users_are_capped_per_sliding_minute() {
-        let cap = NewUsers::new(2);
+        let cap = NewUsers::new(2, 0);
         let t0 = Instant::now();
-        assert!(cap.reserve(t0));
-        assert!(cap.reserve(t0 + Duration::from_secs(30)));
-        assert!(!cap.reserve(t0 + Duration::from_secs(59)));
+        assert!(cap.reserve("a", t0));
+        assert!(cap.reserve("b", t0 + Duration::from_secs(30)));
+        assert!(!cap.reserve("c", t0 + Duration::from_secs(59)));
         assert!(
-            cap.reserve(t0 + Duration::from_secs(60)),
+            cap.reserve("c", t0 + Duration::from_secs(60)),
             "the first left the window"
         );
+    }
+
+    #[test]
+    fn one_issuer_cannot_take_the_global_cap() {
+        let cap = NewUsers::new(10, 3);
+        let t0 = Instant::now();
+        let granted = (0..10_000).filter(|_| cap.reserve("mass", t0)).count();
+        assert_eq!(granted, 3, "one issuer is held to its own cap");
+        assert!(cap.reserve("other", t0), "another issuer still gets in");
+        // Refusals took nothing from the global minute: 4 of 10 used.
+        let more = (0..10)
+            .filter(|i| cap.reserve(&format!("i{i}"), t0))
+            .count();
+        assert_eq!(more, 6);
+        assert!(
+            cap.reserve("mass", t0 + Duration::from_secs(60)),
+            "its minute slid"
+        );
+        assert!(NewUsers::new(0, 0).reserve("any", t0), "0 is unlimited");
     }
 }

@@ -130,12 +130,16 @@ async fn issue_token(
     };
     // One linearizable read: a returning user whose login changes nothing
     // is answered from it; anything else is one Raft command.
-    let (known, unchanged) = state
+    let (known, unchanged, open_to_new) = state
         .cluster
         .meta(|m| {
             let tokens = m.tokens();
             let known = !tokens.rows(&login.service, &login.email).is_empty();
-            (known, tokens.unchanged_login(&login))
+            (
+                known,
+                tokens.unchanged_login(&login),
+                tokens.allows_new_users(),
+            )
         })
         .await
         .map_err(|e| {
@@ -148,7 +152,16 @@ async fn issue_token(
             // A user not seen before takes a slot of the new-user cap; a
             // returning user never does (the state machine decides which
             // it is when the command applies).
-            login.may_create = known || service.new_users.reserve(std::time::Instant::now());
+            login.may_create = known
+                || (open_to_new
+                    && service
+                        .new_users
+                        .reserve(&identity.issuer, std::time::Instant::now()));
+            if !known && open_to_new && !login.may_create {
+                // Over the cap: refused here, so that a flood of new
+                // identities costs no Raft write.
+                return Err(refusal(Refused::NewUserCap));
+            }
             state
                 .cluster
                 .propose_meta(MetaCommand::Token(Command::Login(login)))
@@ -391,7 +404,10 @@ pub fn service(settings: TokenSettings) -> Result<Arc<TokenService>, String> {
             settings.ip_rate_per_s,
             settings.ip_rate_per_s.saturating_mul(2),
         ),
-        new_users: limits::NewUsers::new(settings.new_users_per_minute),
+        new_users: limits::NewUsers::new(
+            settings.new_users_per_minute,
+            settings.new_users_per_issuer_per_minute,
+        ),
         settings,
         client,
     }))

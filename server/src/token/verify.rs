@@ -22,6 +22,10 @@ pub struct Identity {
     pub user: String,
     /// The identity's generation, when the verifier knows it.
     pub generation: Option<u64>,
+    /// Who vouched for it: a JWT's `iss`, a remote verifier's `issuer`, or
+    /// (when the answer names none) the remote verifier's URL. The
+    /// per-issuer new-user cap counts by it.
+    pub issuer: String,
 }
 
 /// Public keys and rules for local JWT verification.
@@ -92,7 +96,12 @@ impl LocalJwt {
         let claims = decode::<Value>(jwt, &key, &validation)
             .map_err(|_| invalid())?
             .claims;
-        identity(&claims, "sub", "fxa-generation", scope)
+        let fields = Fields {
+            user: "sub",
+            generation: "fxa-generation",
+            issuer: "iss",
+        };
+        identity(&claims, &fields, "", scope)
     }
 }
 
@@ -132,21 +141,36 @@ pub async fn remote(
     }
     let body: Value =
         serde_json::from_slice(&bytes).map_err(|_| TokenError::invalid("invalid-credentials"))?;
-    identity(&body, "user", "generation", scope)
+    let fields = Fields {
+        user: "user",
+        generation: "generation",
+        issuer: "issuer",
+    };
+    identity(&body, &fields, url, scope)
 }
 
+/// Where a verifier's claims keep the identity's parts.
+struct Fields {
+    user: &'static str,
+    generation: &'static str,
+    issuer: &'static str,
+}
+
+/// Longest issuer kept; a longer one is cut (it only names a cap bucket).
+const ISSUER_BYTES_MAX: usize = 256;
+
 /// The identity in verified claims (a JWT's, or a remote verifier's
-/// answer): the user under `user_field`, which must carry `scope`, and the
-/// generation under `generation_field`.
+/// answer): the user, which must carry `scope`, its generation, and its
+/// issuer (`default_issuer` when the claims name none).
 fn identity(
     claims: &Value,
-    user_field: &str,
-    generation_field: &str,
+    fields: &Fields,
+    default_issuer: &str,
     scope: &str,
 ) -> Result<Identity, TokenError> {
     let invalid = || TokenError::invalid("invalid-credentials");
     let user = claims
-        .get(user_field)
+        .get(fields.user)
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty() && u.len() <= USER_BYTES_MAX && !u.contains('@'))
         .ok_or_else(invalid)?;
@@ -158,13 +182,22 @@ fn identity(
     if !scoped {
         return Err(invalid());
     }
-    let generation = match claims.get(generation_field) {
+    let generation = match claims.get(fields.generation) {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(invalid)?),
     };
+    let issuer = claims
+        .get(fields.issuer)
+        .and_then(Value::as_str)
+        .unwrap_or(default_issuer);
+    let cut = (0..=issuer.len().min(ISSUER_BYTES_MAX))
+        .rev()
+        .find(|i| issuer.is_char_boundary(*i))
+        .unwrap_or(0);
     Ok(Identity {
         user: user.to_string(),
         generation,
+        issuer: issuer[..cut].to_string(),
     })
 }
 
@@ -172,25 +205,40 @@ fn identity(
 mod tests {
     use super::*;
 
+    const REMOTE: Fields = Fields {
+        user: "user",
+        generation: "generation",
+        issuer: "issuer",
+    };
+
     #[test]
     fn answers_need_a_user_and_the_scope() {
         let ok = identity(
             &json!({"user": "u1", "scope": ["sluice"], "generation": 7}),
-            "user",
-            "generation",
+            &REMOTE,
+            "http://verifier",
             "sluice",
         )
         .expect("valid");
         assert_eq!(ok.generation, Some(7));
+        assert_eq!(ok.issuer, "http://verifier", "the verifier vouches");
         assert!(
             identity(
                 &json!({"user": "u1", "scope": "a sluice b"}),
-                "user",
-                "generation",
+                &REMOTE,
+                "",
                 "sluice"
             )
             .is_ok()
         );
+        let named = identity(
+            &json!({"user": "u1", "scope": "sluice", "issuer": "é".repeat(200)}),
+            &REMOTE,
+            "",
+            "sluice",
+        )
+        .expect("valid");
+        assert_eq!(named.issuer, "é".repeat(128), "cut at a character");
         for bad in [
             json!({"scope": ["sluice"]}),
             json!({"user": "u1", "scope": ["other"]}),
@@ -198,7 +246,7 @@ mod tests {
             json!({"user": "u1", "scope": ["sluice"], "generation": "x"}),
         ] {
             assert_eq!(
-                identity(&bad, "user", "generation", "sluice").map_err(|e| e.status),
+                identity(&bad, &REMOTE, "", "sluice").map_err(|e| e.status),
                 Err("invalid-credentials"),
                 "{bad}"
             );

@@ -226,6 +226,11 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `n` nodes forming one cluster with `groups` data groups.
     pub async fn start(n: usize, groups: u32) -> LocalCluster {
+        LocalCluster::start_with(n, groups, &[]).await
+    }
+
+    /// As [`LocalCluster::start`], every node also given `extra` flags.
+    pub async fn start_with(n: usize, groups: u32, extra: &[&str]) -> LocalCluster {
         let ports = free_ports(n);
         let peers: Vec<String> = ports
             .iter()
@@ -251,6 +256,7 @@ impl LocalCluster {
                 "--app-key".into(),
                 CLUSTER_APP_KEY.into(),
             ]);
+            args[i].extend(extra.iter().map(|a| a.to_string()));
         }
         // Start every node at once: each waits for a quorum to be ready.
         let starts = dirs

@@ -17,7 +17,8 @@ use crate::support::Server;
 /// The master token secret of the test nodes.
 pub const SECRET: &str = "token-master-secret-0123456789";
 
-/// Credentials `good-<user>-<generation>` verify; `down` is a verifier
+/// Credentials `good-<user>-<generation>` verify, and so do
+/// `from-<issuer>-<user>` (vouched for by `issuer`); `down` is a verifier
 /// failure; anything else is refused.
 async fn verifier(Json(body): Json<Value>) -> Response {
     let credential = body["token"].as_str().unwrap_or_default().to_string();
@@ -32,6 +33,9 @@ async fn verifier(Json(body): Json<Value>) -> Response {
             "generation": generation.parse::<u64>().unwrap_or(0),
         }))
         .into_response(),
+        ["from", issuer, user] => {
+            Json(json!({"user": user, "scope": ["sluice"], "issuer": issuer})).into_response()
+        }
         ["noscope", user] => Json(json!({"user": user, "scope": ["other"]})).into_response(),
         _ => StatusCode::UNAUTHORIZED.into_response(),
     }
@@ -455,6 +459,10 @@ async fn new_users_are_capped_and_clients_rate_limited() {
     // gets 429 with Retry-After; the first, returning, is not capped.
     assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
     assert_eq!(get(&capped, "Bearer good-ben-1").await, (429, true));
+    let over = capped
+        .call("GET", "/1.0/queuey/1.0", Some("Bearer good-cy-1"), &[], "")
+        .await;
+    expect_error(&over, 429, "error", "Too many requests");
     assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
 
     // One request a second per client, bursts of two: a quick run of 30
@@ -468,6 +476,227 @@ async fn new_users_are_capped_and_clients_rate_limited() {
         }
     }
     assert!(refused > 0, "no request was limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_error_table_answers_as_the_spec_says() {
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    // One data group taking one user: the second new user finds no room.
+    let s = token_server(
+        dir.path(),
+        &verify_url,
+        &[
+            "--token-node-capacity",
+            "1",
+            "--token-ip-rate",
+            "0",
+            "--token-new-users-per-minute",
+            "0",
+            "--groups",
+            "1",
+        ],
+    )
+    .await;
+    let get = |auth: &str, extra: &[(&'static str, &'static str)]| {
+        let auth = auth.to_string();
+        let extra = extra.to_vec();
+        let s = &s;
+        async move {
+            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &extra, "")
+                .await
+        }
+    };
+    // X-KeyID is `<keys_changed_at>-<base64url(client state)>`: 0xaa is
+    // "qg", 0xbb is "uw".
+    get("Bearer good-erin-1", &[("x-keyid", "2000-qg")])
+        .await
+        .expect(200);
+    expect_error(
+        &get("Bearer good-erin-1", &[("x-keyid", "not a key id")]).await,
+        401,
+        "invalid-credentials",
+        "Unauthorized",
+    );
+    expect_error(
+        &get("Bearer good-erin-1", &[("x-keyid", "1000-qg")]).await,
+        401,
+        "invalid-keysChangedAt",
+        "Unauthorized",
+    );
+    expect_error(
+        &get("Bearer good-erin-1", &[]).await,
+        401,
+        "invalid-keysChangedAt",
+        "Unauthorized",
+    );
+    let disagree = get(
+        "Bearer good-erin-1",
+        &[("x-keyid", "2000-qg"), ("x-client-state", "bb")],
+    )
+    .await;
+    assert_eq!(
+        (disagree.status, &disagree.json["status"]),
+        (401, &json!("invalid-client-state")),
+        "{}",
+        disagree.json
+    );
+    // Erin holds the only slot: Fred is new and there is no room.
+    let full = get("Bearer good-fred-1", &[]).await;
+    expect_error(&full, 503, "error", "No capacity");
+    assert!(full.headers.contains_key("retry-after"));
+    // Erin's client state: back to empty, to a new value without a newer
+    // keys_changed_at, and (after a real change) back to the old value.
+    expect_error(
+        &get("Bearer good-erin-1", &[("x-keyid", "2000-")]).await,
+        401,
+        "invalid-client-state",
+        "Unacceptable client-state value empty string",
+    );
+    expect_error(
+        &get("Bearer good-erin-2", &[("x-keyid", "2000-uw")]).await,
+        401,
+        "invalid-client-state",
+        "Unacceptable client-state value new value with no keys_changed_at change",
+    );
+    get("Bearer good-erin-2", &[("x-keyid", "3000-uw")])
+        .await
+        .expect(200);
+    expect_error(
+        &get("Bearer good-erin-3", &[("x-keyid", "4000-qg")]).await,
+        401,
+        "invalid-client-state",
+        "Unacceptable client-state value stale value",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_identities_from_one_issuer_leaves_room_for_others() {
+    const BURST: usize = 10_000;
+    const CONCURRENCY: usize = 16;
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = token_server(
+        dir.path(),
+        &verify_url,
+        &[
+            "--token-new-users-per-minute",
+            "0",
+            "--token-new-users-per-issuer-per-minute",
+            "5",
+            "--token-ip-rate",
+            "0",
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/1.0/queuey/1.0", s.url);
+    let login = |auth: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let answer = client
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .expect("send");
+            let retry_after = answer.headers().contains_key("retry-after");
+            (answer.status().as_u16(), retry_after)
+        }
+    };
+    let (mut admitted, mut capped) = (Vec::new(), 0usize);
+    let mut next = 0;
+    while next < BURST {
+        let users: Vec<usize> = (next..(next + CONCURRENCY).min(BURST)).collect();
+        next += users.len();
+        let wave = users
+            .iter()
+            .map(|i| login(format!("Bearer from-mass-u{i}")));
+        for (user, answer) in users.iter().zip(futures_util::future::join_all(wave).await) {
+            match answer {
+                (200, _) => admitted.push(*user),
+                (429, true) => capped += 1,
+                other => panic!("user {user}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(admitted.len(), 5, "the issuer's cap");
+    assert_eq!(capped, BURST - 5);
+    // A new user vouched for by another issuer still gets a token, and a
+    // user of the capped issuer who already has one keeps getting it.
+    assert_eq!(login("Bearer from-other-zed".into()).await, (200, false));
+    let returning = format!("Bearer from-mass-u{}", admitted[0]);
+    assert_eq!(login(returning).await, (200, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_first_logins_never_overfill_a_group() {
+    const LOGINS: usize = 1_000;
+    const CAPACITY: usize = 300;
+    const GROUPS: usize = 2;
+    let verify_url = start_verifier().await;
+    let capacity = CAPACITY.to_string();
+    let cluster = crate::support::LocalCluster::start_with(
+        3,
+        GROUPS as u32,
+        &[
+            "--token-secret",
+            SECRET,
+            "--token-verify-url",
+            &verify_url,
+            "--token-node-capacity",
+            &capacity,
+            "--token-ip-rate",
+            "0",
+            "--token-new-users-per-minute",
+            "0",
+            "--token-new-users-per-issuer-per-minute",
+            "0",
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    // Every login at once, spread over the three nodes.
+    let logins = (0..LOGINS).map(|i| {
+        let url = format!("{}/1.0/queuey/1.0", cluster.node(1 + (i % 3) as u64).url);
+        let client = client.clone();
+        async move {
+            let answer = client
+                .get(url)
+                .header("authorization", format!("Bearer good-user{i}-1"))
+                .send()
+                .await
+                .expect("send");
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    });
+    let mut per_group = std::collections::BTreeMap::new();
+    let mut full = 0;
+    for (status, body) in futures_util::future::join_all(logins).await {
+        match status {
+            200 => {
+                let endpoint = body["api_endpoint"].as_str().expect("api_endpoint");
+                let group = endpoint
+                    .split("/g/")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .expect("a group in the endpoint")
+                    .to_string();
+                *per_group.entry(group).or_insert(0usize) += 1;
+            }
+            503 => full += 1,
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert!(
+        per_group.values().all(|n| *n <= CAPACITY),
+        "a group past its capacity: {per_group:?}"
+    );
+    // Every slot was given out once, and the rest were told to retry.
+    assert_eq!(per_group.values().sum::<usize>(), CAPACITY * GROUPS);
+    assert_eq!(full, LOGINS - CAPACITY * GROUPS);
 }
 
 /// Signs `claims` with a test key (`tests/fixtures/jwt/`).
