@@ -193,42 +193,42 @@ pub fn produce_body(
     key: Option<&str>,
 ) -> anyhow::Result<(Vec<u8>, &'static str)> {
     Ok(match format {
-            ProduceFormat::Binary => {
-                let request = ProduceRequest {
-                    producer_id: None,
-                    messages: payloads
-                        .iter()
-                        .map(|p| Draft {
-                            body: p.to_vec(),
-                            key: key.map(|k| k.as_bytes().to_vec()),
-                            ..Draft::default()
-                        })
-                        .collect(),
-                };
-                (framing::encode(&request)?, framing::MEDIA_TYPE)
-            }
-            ProduceFormat::Json => {
-                let messages: Vec<Value> = payloads
+        ProduceFormat::Binary => {
+            let request = ProduceRequest {
+                producer_id: None,
+                messages: payloads
                     .iter()
-                    .map(|p| {
-                        let mut m = match std::str::from_utf8(p) {
-                            Ok(text) => json!({"body": text}),
-                            Err(_) => json!({
-                                "body_base64": base64::engine::general_purpose::STANDARD.encode(p)
-                            }),
-                        };
-                        if let Some(k) = key {
-                            m["key"] = json!(k);
-                        }
-                        m
+                    .map(|p| Draft {
+                        body: p.to_vec(),
+                        key: key.map(|k| k.as_bytes().to_vec()),
+                        ..Draft::default()
                     })
-                    .collect();
-                (
-                    json!({"messages": messages}).to_string().into_bytes(),
-                    "application/json",
-                )
-            }
-        })
+                    .collect(),
+            };
+            (framing::encode(&request)?, framing::MEDIA_TYPE)
+        }
+        ProduceFormat::Json => {
+            let messages: Vec<Value> = payloads
+                .iter()
+                .map(|p| {
+                    let mut m = match std::str::from_utf8(p) {
+                        Ok(text) => json!({"body": text}),
+                        Err(_) => json!({
+                            "body_base64": base64::engine::general_purpose::STANDARD.encode(p)
+                        }),
+                    };
+                    if let Some(k) = key {
+                        m["key"] = json!(k);
+                    }
+                    m
+                })
+                .collect();
+            (
+                json!({"messages": messages}).to_string().into_bytes(),
+                "application/json",
+            )
+        }
+    })
 }
 
 impl Producer for SluiceProducer {
