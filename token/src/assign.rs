@@ -510,6 +510,18 @@ impl Assignments {
         out
     }
 
+    /// The uids a `Purge { service, before_ms }` would forget now: rows
+    /// replaced before `before_ms`.
+    pub fn purgeable(&self, service: &str, before_ms: u64) -> Vec<u64> {
+        self.users
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .flat_map(|(_, rows)| rows.iter())
+            .filter(|r| r.replaced_at_ms.is_some_and(|at| at < before_ms))
+            .map(|r| r.uid)
+            .collect()
+    }
+
     fn purge(&mut self, service: &str, before_ms: u64) -> Vec<(u64, String)> {
         let mut purged = Vec::new();
         for ((s, _), rows) in self.users.iter_mut() {

@@ -2,7 +2,9 @@
 //! admin key: set a node's capacity and state, move a node's users away
 //! (the recourse when a group dies), remove a node, purge replaced rows,
 //! count users, and allow or refuse new users. Each change is one command
-//! in the meta group.
+//! in the meta group; a purge first deletes the purged uids' queues.
+
+use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::Router;
@@ -12,13 +14,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_raft::meta::command::{MetaCommand, MetaReply};
 use sluice_token::assign::{Command, Reply};
 
 use crate::admin::check;
 use crate::http::AppState;
 use crate::v1::error::V1Error;
+use crate::v1::queues::delete_queue;
 use crate::v1::read_body;
 
 /// The routes.
@@ -88,11 +91,7 @@ async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
         }))
         .into_response()),
         MetaReply::Token(Reply::Rows(rows)) => {
-            let rows: Vec<_> = rows
-                .into_iter()
-                .map(|(uid, node)| json!({"uid": uid, "node": node}))
-                .collect();
-            Ok(Json(json!({"status": "ok", "rows": rows})).into_response())
+            Ok(Json(json!({"status": "ok", "rows": rows_json(rows)})).into_response())
         }
         MetaReply::Token(_) => Ok(Json(json!({"status": "ok"})).into_response()),
         other => Err(V1Error::new(
@@ -182,11 +181,90 @@ async fn purge(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, V1Error> {
-    command(&state, &headers, body, |b: PurgeBody| Command::Purge {
-        service,
-        before_ms: now_ms().saturating_sub(b.grace_ms),
-    })
-    .await
+    check(&state, &headers)?;
+    let b: PurgeBody = parse(&state, body).await?;
+    let before_ms = now_ms().saturating_sub(b.grace_ms);
+    // The data first, then the slots: a crash in between leaves rows that
+    // the next purge finds again, never a freed slot whose data lingers.
+    let doomed = state
+        .cluster
+        .meta(|m| {
+            let uids: BTreeSet<u64> = m
+                .tokens()
+                .purgeable(&service, before_ms)
+                .into_iter()
+                .collect();
+            m.all_queues()
+                .filter(|q| sole_user(&q.settings.principles).is_some_and(|u| uids.contains(&u)))
+                .take(PURGE_QUEUES_MAX)
+                .map(|q| (q.app.clone(), q.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    for (app, name) in &doomed {
+        match delete_queue(&state, app, name).await {
+            // Deleted meanwhile by someone else: the goal holds.
+            Ok(())
+            | Err(V1Error {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if doomed.len() == PURGE_QUEUES_MAX {
+        // Slots are freed only once their data is gone: the operator runs
+        // purge again for the rest.
+        return Ok(Json(json!({
+            "status": "ok",
+            "rows": [],
+            "deleted_queues": doomed.len(),
+            "more": true,
+        }))
+        .into_response());
+    }
+    let purged = run_rows(&state, Command::Purge { service, before_ms }).await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "rows": purged,
+        "deleted_queues": doomed.len(),
+        "more": false,
+    }))
+    .into_response())
+}
+
+/// Most queues one purge deletes; the answer says when more remain.
+const PURGE_QUEUES_MAX: usize = 1_000;
+
+/// The uid of a queue's only token user (`user:<uid>`), if exactly one
+/// is named: such a queue is that user's data, placed on the user's group.
+fn sole_user(principles: &[String]) -> Option<u64> {
+    let mut users = principles.iter().filter_map(|p| p.strip_prefix("user:"));
+    let only = users.next()?;
+    users.next().is_none().then(|| only.parse().ok()).flatten()
+}
+
+/// Rows as JSON `[{"uid", "node"}]`.
+fn rows_json(rows: Vec<(u64, String)>) -> Vec<Value> {
+    rows.into_iter()
+        .map(|(uid, node)| json!({"uid": uid, "node": node}))
+        .collect()
+}
+
+/// Runs a command that answers rows.
+async fn run_rows(state: &AppState, command: Command) -> Result<Vec<Value>, V1Error> {
+    match state
+        .cluster
+        .propose_meta(MetaCommand::Token(command))
+        .await?
+    {
+        MetaReply::Token(Reply::Rows(rows)) => Ok(rows_json(rows)),
+        other => Err(V1Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("unexpected reply {other:?}"),
+        )),
+    }
 }
 
 /// `GET /admin/token/{service}/users`: users with a current assignment.

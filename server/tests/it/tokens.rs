@@ -389,6 +389,40 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     let moved_alice = get("Bearer good-alice-1", &[]).await.expect(200).clone();
     assert_ne!(moved_alice["uid"], body["uid"]);
     assert_ne!(moved_alice["api_endpoint"], body["api_endpoint"]);
+    // Purging replaced rows deletes the replaced uid's queue (`inbox`,
+    // alice's old uid alone), then frees the slot.
+    s.app("GET", "/v2/default/queues/inbox", "")
+        .await
+        .expect(200);
+    let purged = admin(
+        "POST",
+        "/admin/token/queuey-1.0/purge",
+        json!({"grace_ms": 0}),
+    )
+    .await;
+    let answer = purged.expect(200);
+    assert_eq!(answer["deleted_queues"], 1, "{answer}");
+    assert_eq!(answer["more"], false);
+    assert!(
+        answer["rows"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["uid"] == body["uid"])),
+        "{answer}"
+    );
+    s.app("GET", "/v2/default/queues/inbox", "")
+        .await
+        .expect_code(404, "InvalidQueueName");
+    let again = admin(
+        "POST",
+        "/admin/token/queuey-1.0/purge",
+        json!({"grace_ms": 0}),
+    )
+    .await;
+    assert_eq!(
+        again.expect(200)["rows"],
+        json!([]),
+        "nothing left to purge"
+    );
     let unauthorised = s
         .call("GET", "/admin/token/queuey-1.0/users", None, &[], "")
         .await;
