@@ -132,6 +132,16 @@ fn draw(path: &Path, title: &str, rates: &[Curve], latencies: &[Curve]) -> anyho
     Ok(())
 }
 
+/// A y-axis value: whole numbers from 10 up (rates), else two decimals
+/// (milliseconds).
+fn y_label(v: &f64) -> String {
+    if v.abs() >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     y_desc: &str,
@@ -149,12 +159,16 @@ fn panel(
     };
     let mut chart = ChartBuilder::on(area)
         .margin(12)
+        // Room for the last x label ("99.999%"), centred on the right edge.
+        .margin_right(36)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(x_range, 0.0..y_max)
         .map_err(|e| anyhow!("{e}"))?;
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc(x_desc).y_desc(y_desc);
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&y_label);
     if let Some(f) = x_labels.as_ref() {
         mesh.x_label_formatter(f).x_labels(6);
     }
