@@ -89,6 +89,32 @@ pub enum TokenAction {
         #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
         grace_ms: u64,
     },
+    /// Sets how new users are placed: `least-loaded`, or `bucketed` with
+    /// `--buckets N` (buckets map round-robin over the nodes).
+    SetPolicy {
+        /// The service.
+        service: String,
+        /// `least-loaded` or `bucketed`.
+        policy: String,
+        /// Buckets, for `bucketed`.
+        #[arg(long)]
+        buckets: Option<u32>,
+    },
+    /// Shows a service's policy and bucket map.
+    Policy {
+        /// The service.
+        service: String,
+    },
+    /// Maps a bucket to a node; its users on other nodes move at their
+    /// next login.
+    MoveBucket {
+        /// The service.
+        service: String,
+        /// The bucket (from 0).
+        bucket: u32,
+        /// The node's URL.
+        url: String,
+    },
     /// Users with a current assignment.
     CountUsers {
         /// The service.
@@ -197,6 +223,28 @@ fn token_request(
         TokenAction::Purge { service, grace_ms } => json(
             client.post(format!("{base}/admin/token/{}/purge", segment(service))),
             serde_json::json!({ "grace_ms": grace_ms }),
+        ),
+        TokenAction::SetPolicy {
+            service,
+            policy,
+            buckets,
+        } => json(
+            client.put(format!("{base}/admin/token/{}/policy", segment(service))),
+            serde_json::json!({ "policy": policy, "buckets": buckets }),
+        ),
+        TokenAction::Policy { service } => {
+            client.get(format!("{base}/admin/token/{}/policy", segment(service)))
+        }
+        TokenAction::MoveBucket {
+            service,
+            bucket,
+            url,
+        } => json(
+            client.put(format!(
+                "{base}/admin/token/{}/buckets/{bucket}",
+                segment(service)
+            )),
+            serde_json::json!({ "url": url }),
         ),
         TokenAction::CountUsers { service } => {
             client.get(format!("{base}/admin/token/{}/users", segment(service)))

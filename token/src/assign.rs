@@ -21,6 +21,38 @@ pub const NODES_MAX: usize = 4_096;
 pub const ROWS_PER_USER_MAX: usize = 32;
 /// Longest email, in bytes.
 pub const EMAIL_BYTES_MAX: usize = 256;
+/// Most buckets of a bucketed service.
+pub const BUCKETS_MAX: u32 = 65_536;
+
+/// How a service spreads new users over its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Policy {
+    /// The least-loaded node, with slow capacity release (the originals').
+    LeastLoaded,
+    /// Users hash into `buckets` buckets and each bucket maps to a node:
+    /// placement is predictable, and moving a bucket moves its users.
+    Bucketed {
+        /// How many buckets (1..=`BUCKETS_MAX`).
+        buckets: u32,
+    },
+}
+
+/// Bucketed services' maps: service → node URL of each bucket. Kept apart
+/// from the rest of [`Assignments`] in checkpoints (it came later), so it
+/// is read and restored through `bucket_maps` / `set_bucket_maps`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketMaps(BTreeMap<String, Vec<String>>);
+
+/// The bucket of a user: FNV-1a (64-bit) of the email, modulo `buckets`.
+/// Stable across builds and platforms, as every replica must agree.
+pub fn bucket_of(email: &str, buckets: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in email.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % buckets.max(1) as u64) as usize
+}
 
 /// A node: one data group of one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +176,27 @@ pub enum Command {
     },
     /// Allows or refuses new users.
     AllowNewUsers(bool),
+    /// Sets a service's policy; switching to buckets maps them round-robin
+    /// over the service's nodes that are not downed, in URL order. Users
+    /// keep their nodes; only new placements follow the policy.
+    SetPolicy {
+        /// The service.
+        service: String,
+        /// The policy.
+        policy: Policy,
+    },
+    /// Maps a bucket to a node, and marks that bucket's users on other
+    /// nodes replaced: they move on their next login.
+    MoveBucket {
+        /// The service.
+        service: String,
+        /// The bucket (0-based).
+        bucket: u32,
+        /// The node's URL.
+        url: String,
+        /// Unix ms.
+        now_ms: u64,
+    },
     /// Forgets rows replaced before `before_ms`, freeing their slots.
     Purge {
         /// The service.
@@ -162,6 +215,8 @@ pub enum Reply {
     Node(Node),
     /// Rows changed (unassigned or purged): (uid, node) of each.
     Rows(Vec<(u64, String)>),
+    /// A service's bucket map (empty: least-loaded).
+    Buckets(Vec<String>),
     /// Done.
     Done,
     /// Refused; nothing changed.
@@ -176,6 +231,9 @@ pub struct Assignments {
     next_uid: u64,
     allow_new_users: bool,
     release_rate_permille: u32,
+    /// Checkpointed on its own (see [`BucketMaps`]).
+    #[serde(skip)]
+    buckets: BucketMaps,
 }
 
 impl Default for Assignments {
@@ -194,6 +252,7 @@ impl Assignments {
             next_uid: 1,
             allow_new_users: true,
             release_rate_permille: release_rate_permille.clamp(1, 1_000),
+            buckets: BucketMaps::default(),
         }
     }
 
@@ -216,6 +275,21 @@ impl Assignments {
             .flat_map(|rows| rows.iter())
             .find(|r| r.uid == uid && r.replaced_at_ms.is_none())
             .map(|r| r.node.as_str())
+    }
+
+    /// Every bucketed service's map, for checkpoints.
+    pub fn bucket_maps(&self) -> &BucketMaps {
+        &self.buckets
+    }
+
+    /// Restores the bucket maps from a checkpoint.
+    pub fn set_bucket_maps(&mut self, maps: BucketMaps) {
+        self.buckets = maps;
+    }
+
+    /// A service's bucket map (node URL per bucket), if it is bucketed.
+    pub fn buckets(&self, service: &str) -> Option<&[String]> {
+        self.buckets.0.get(service).map(Vec::as_slice)
     }
 
     /// Whether users not seen before may be assigned (the operators'
@@ -330,6 +404,19 @@ impl Assignments {
                 Reply::Done
             }
             Command::Purge { service, before_ms } => Reply::Rows(self.purge(&service, before_ms)),
+            Command::SetPolicy { service, policy } => match self.set_policy(service, policy) {
+                Ok(map) => Reply::Buckets(map),
+                Err(refused) => Reply::Refused(refused),
+            },
+            Command::MoveBucket {
+                service,
+                bucket,
+                url,
+                now_ms,
+            } => match self.move_bucket(&service, bucket, url, now_ms) {
+                Ok(rows) => Reply::Rows(rows),
+                Err(refused) => Reply::Refused(refused),
+            },
         }
     }
 
@@ -348,7 +435,7 @@ impl Assignments {
             if !login.may_create {
                 return Err(Refused::NewUserCap);
             }
-            let node = self.allocate(&login.service, None)?;
+            let node = self.allocate(&login.service, None, &login.email)?;
             let row = self.new_row(&login, node, login.generation.unwrap_or(0));
             self.users.insert(key, vec![row.clone()]);
             return Ok(row);
@@ -366,7 +453,7 @@ impl Assignments {
             // A new client state: a new uid, on the same node if it can
             // still serve; older rows are replaced.
             let node = if node_gone {
-                self.allocate(&login.service, Some(&user.node))?
+                self.allocate(&login.service, Some(&user.node), &login.email)?
             } else {
                 user.node.clone()
             };
@@ -375,7 +462,7 @@ impl Assignments {
         if user.replaced_at_ms.is_some() || node_gone {
             // Moved off its node (unassigned, or the node is gone): go
             // elsewhere when anywhere else can take the user.
-            let node = self.allocate(&login.service, Some(&user.node))?;
+            let node = self.allocate(&login.service, Some(&user.node), &login.email)?;
             return Ok(self.replace_with(&key, &login, node, generation));
         }
         // Same client state: record what moved forward.
@@ -431,7 +518,25 @@ impl Assignments {
     /// Picks the least-loaded node that can take a user (other than
     /// `avoid` when another can) and charges it; releases capacity once if
     /// none can.
-    fn allocate(&mut self, service: &str, avoid: Option<&str>) -> Result<String, Refused> {
+    fn allocate(
+        &mut self,
+        service: &str,
+        avoid: Option<&str>,
+        email: &str,
+    ) -> Result<String, Refused> {
+        if let Some(map) = self.buckets.0.get(service) {
+            // Bucketed: the bucket's node or nothing (the operator moves
+            // the bucket when its node cannot take more).
+            let url = map[bucket_of(email, map.len())].clone();
+            let node = self
+                .nodes
+                .get_mut(&(service.to_string(), url.clone()))
+                .filter(|n| !n.downed && !n.backoff && n.current_load < n.capacity)
+                .ok_or(Refused::NoCapacity)?;
+            node.current_load += 1;
+            node.available = node.available.saturating_sub(1);
+            return Ok(url);
+        }
         let url = match self
             .pick(service, avoid)
             .or_else(|| self.pick(service, None))
@@ -508,6 +613,69 @@ impl Assignments {
             }
         }
         out
+    }
+
+    fn set_policy(&mut self, service: String, policy: Policy) -> Result<Vec<String>, Refused> {
+        let Policy::Bucketed { buckets } = policy else {
+            self.buckets.0.remove(&service);
+            return Ok(Vec::new());
+        };
+        if !(1..=BUCKETS_MAX).contains(&buckets) {
+            return Err(Refused::Invalid(format!(
+                "buckets must be in 1..={BUCKETS_MAX}"
+            )));
+        }
+        let urls: Vec<&String> = self
+            .nodes
+            .iter()
+            .filter(|((s, _), n)| *s == service && !n.downed)
+            .map(|((_, url), _)| url)
+            .collect();
+        if urls.is_empty() {
+            return Err(Refused::Invalid(format!(
+                "service {service:?} has no node to map buckets to"
+            )));
+        }
+        let map: Vec<String> = (0..buckets as usize)
+            .map(|b| urls[b % urls.len()].clone())
+            .collect();
+        self.buckets.0.insert(service, map.clone());
+        Ok(map)
+    }
+
+    fn move_bucket(
+        &mut self,
+        service: &str,
+        bucket: u32,
+        url: String,
+        now_ms: u64,
+    ) -> Result<Vec<(u64, String)>, Refused> {
+        if self.node(service, &url).is_none_or(|n| n.downed) {
+            return Err(Refused::Invalid(format!("no serving node {url:?}")));
+        }
+        let map = self
+            .buckets
+            .0
+            .get_mut(service)
+            .ok_or_else(|| Refused::Invalid(format!("service {service:?} is not bucketed")))?;
+        let slot = map
+            .get_mut(bucket as usize)
+            .ok_or_else(|| Refused::Invalid(format!("no bucket {bucket}")))?;
+        slot.clone_from(&url);
+        let buckets = map.len();
+        let mut moved = Vec::new();
+        for ((s, email), rows) in self.users.iter_mut() {
+            if s != service || bucket_of(email, buckets) != bucket as usize {
+                continue;
+            }
+            for r in rows.iter_mut() {
+                if r.replaced_at_ms.is_none() && r.node != url {
+                    r.replaced_at_ms = Some(now_ms);
+                    moved.push((r.uid, r.node.clone()));
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// The uids a `Purge { service, before_ms }` would forget now: rows
@@ -647,6 +815,107 @@ mod tests {
             Reply::Refused(r) => r,
             other => panic!("not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn bucketed_users_follow_their_bucket_and_move_with_it() {
+        let mut a = with_nodes(&[100, 100]);
+        let policy = |buckets| Command::SetPolicy {
+            service: S.into(),
+            policy: Policy::Bucketed { buckets },
+        };
+        assert!(matches!(refused(a.apply(policy(0))), Refused::Invalid(_)));
+        let Reply::Buckets(map) = a.apply(policy(4)) else {
+            panic!("a bucket map");
+        };
+        assert_eq!(
+            map,
+            [
+                "http://n/g/1",
+                "http://n/g/2",
+                "http://n/g/1",
+                "http://n/g/2"
+            ]
+        );
+        // Every new user lands on its bucket's node, whatever the load.
+        let emails: Vec<String> = (0..40).map(|i| format!("u{i}@x")).collect();
+        for e in &emails {
+            let row = assigned(a.apply(login(e, Some(1), None, "")));
+            assert_eq!(row.node, map[bucket_of(e, 4)], "{e}");
+        }
+        // Moving bucket 1 to node 1 moves exactly its users, on next login.
+        let in_bucket: Vec<&String> = emails.iter().filter(|e| bucket_of(e, 4) == 1).collect();
+        assert!(!in_bucket.is_empty());
+        let moved = match a.apply(Command::MoveBucket {
+            service: S.into(),
+            bucket: 1,
+            url: "http://n/g/1".into(),
+            now_ms: 2_000,
+        }) {
+            Reply::Rows(rows) => rows,
+            other => panic!("rows: {other:?}"),
+        };
+        assert_eq!(moved.len(), in_bucket.len());
+        assert!(moved.iter().all(|(_, node)| node == "http://n/g/2"));
+        for e in &emails {
+            let row = assigned(a.apply(login(e, Some(1), None, "")));
+            let want = if bucket_of(e, 4) == 1 {
+                "http://n/g/1"
+            } else {
+                &map[bucket_of(e, 4)]
+            };
+            assert_eq!(row.node, want, "{e}");
+        }
+        // Node 1 took the moved users; node 2 keeps their old slots until
+        // a purge frees them.
+        let on_one = emails
+            .iter()
+            .filter(|e| bucket_of(e, 4).is_multiple_of(2))
+            .count()
+            + moved.len();
+        assert_eq!(
+            a.node(S, "http://n/g/1").map(|n| n.current_load as usize),
+            Some(on_one)
+        );
+        // A full bucket node refuses rather than spilling elsewhere.
+        a.apply(Command::SetNode {
+            service: S.into(),
+            url: "http://n/g/1".into(),
+            capacity: Some(0),
+            available: None,
+            current_load: None,
+            downed: None,
+            backoff: None,
+        });
+        let newcomer = (100..)
+            .map(|i| format!("n{i}@x"))
+            .find(|e| bucket_of(e, 4) == 0)
+            .expect("one");
+        assert_eq!(
+            refused(a.apply(login(&newcomer, Some(1), None, ""))),
+            Refused::NoCapacity
+        );
+        // Back to least-loaded: the map goes, placement by load returns.
+        assert_eq!(
+            a.apply(Command::SetPolicy {
+                service: S.into(),
+                policy: Policy::LeastLoaded
+            }),
+            Reply::Buckets(Vec::new())
+        );
+        assert_eq!(
+            assigned(a.apply(login(&newcomer, Some(1), None, ""))).node,
+            "http://n/g/2"
+        );
+        assert!(a.buckets(S).is_none());
+    }
+
+    #[test]
+    fn buckets_hash_stably() {
+        // FNV-1a 64 of "a@x" is fixed; a change here would move users.
+        assert_eq!(bucket_of("a@x", 1 << 16), bucket_of("a@x", 1 << 16));
+        assert_eq!(bucket_of("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as usize);
+        assert_eq!(bucket_of("x", 0), 0, "no buckets is one bucket");
     }
 
     #[test]

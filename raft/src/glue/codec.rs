@@ -46,31 +46,59 @@ fn versioned_body(bytes: &[u8]) -> io::Result<&[u8]> {
     Ok(body)
 }
 
-/// Decodes a value `H` followed by an optional extension `X`: a payload
-/// written before `X` existed (nothing after `H`) gives `X::default()`.
-/// This is how a checkpoint grows a trailing field without a new version:
-/// bincode writes a struct's fields one after another, unframed.
-pub(crate) fn decode_extended<H: DeserializeOwned, X: DeserializeOwned + Default>(
+/// Decodes a value `H` and returns it with the bytes after it, from which
+/// optional extensions are read in order ([`Extensions::next`]): a payload
+/// written before an extension existed ends early, and the extension reads
+/// as its default. This is how a checkpoint grows trailing fields without
+/// a new version: bincode writes a struct's fields one after another,
+/// unframed.
+pub(crate) fn decode_extended<H: DeserializeOwned>(
     bytes: &[u8],
-) -> io::Result<(H, X)> {
-    let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+) -> io::Result<(H, Extensions<'_>)> {
     let body = versioned_body(bytes)?;
-    let config = bincode::config::standard();
-    let (head, read) = bincode::serde::decode_from_slice(body, config)
-        .map_err(|e| invalid(format!("decoding a WAL payload: {e}")))?;
-    let rest = &body[read..];
-    if rest.is_empty() {
-        return Ok((head, X::default()));
+    let (head, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map_err(|e| invalid_data(format!("decoding a WAL payload: {e}")))?;
+    Ok((
+        head,
+        Extensions {
+            rest: &body[read..],
+        },
+    ))
+}
+
+/// The trailing extensions of a payload (see [`decode_extended`]).
+pub(crate) struct Extensions<'a> {
+    rest: &'a [u8],
+}
+
+impl Extensions<'_> {
+    /// The next extension, or its default when the payload ends here.
+    pub(crate) fn next<X: DeserializeOwned + Default>(&mut self) -> io::Result<X> {
+        if self.rest.is_empty() {
+            return Ok(X::default());
+        }
+        let (value, read) =
+            bincode::serde::decode_from_slice(self.rest, bincode::config::standard())
+                .map_err(|e| invalid_data(format!("decoding a payload's extension: {e}")))?;
+        self.rest = &self.rest[read..];
+        Ok(value)
     }
-    let (extension, read) = bincode::serde::decode_from_slice(rest, config)
-        .map_err(|e| invalid(format!("decoding a payload's extension: {e}")))?;
-    if read != rest.len() {
-        return Err(invalid(format!(
-            "WAL payload has {} trailing bytes",
-            rest.len() - read
-        )));
+
+    /// Checks that nothing follows the last known extension.
+    pub(crate) fn finish(self) -> io::Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_data(format!(
+                "WAL payload has {} trailing bytes",
+                self.rest.len()
+            )))
+        }
     }
-    Ok((head, extension))
+}
+
+fn invalid_data(reason: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
 /// Decodes a value read from the WAL; trailing bytes are an error.

@@ -24,7 +24,7 @@ use crate::meta::command::{
     NAME_BYTES_MAX, PARTITIONS_MAX, PRINCIPLE_BYTES_MAX, PRINCIPLES_MAX, QUEUES_MAX, Queue,
     QueueSettings,
 };
-use sluice_token::assign::Assignments;
+use sluice_token::assign::{Assignments, BucketMaps};
 
 const CHECKPOINT_FILE: &str = "checkpoint";
 /// Meta requests remembered for retries.
@@ -329,6 +329,8 @@ struct MetaCheckpoint {
     /// Written after the rest; absent from checkpoints that predate token
     /// assignments (`codec::decode_extended` reads both).
     tokens: Assignments,
+    /// Bucketed services' maps; absent from checkpoints that predate them.
+    token_buckets: BucketMaps,
 }
 
 /// A checkpoint's fields before `tokens`, for decoding.
@@ -340,7 +342,10 @@ struct MetaCheckpointHead {
 
 /// Decodes a meta checkpoint, old or new.
 fn decode_checkpoint(bytes: &[u8]) -> io::Result<(Vec<u8>, MetaState)> {
-    let (head, tokens): (MetaCheckpointHead, Assignments) = codec::decode_extended(bytes)?;
+    let (head, mut extensions) = codec::decode_extended::<MetaCheckpointHead>(bytes)?;
+    let mut tokens: Assignments = extensions.next()?;
+    tokens.set_bucket_maps(extensions.next()?);
+    extensions.finish()?;
     let mut state = head.state;
     state.tokens = tokens;
     Ok((head.raft_state, state))
@@ -387,6 +392,7 @@ impl MetaMachine {
             raft_state,
             state: self.state.clone(),
             tokens: self.state.tokens.clone(),
+            token_buckets: self.state.tokens.bucket_maps().clone(),
         };
         let bytes = codec::encode(&body)?;
         checkpoint::write(self.disk.as_ref(), &self.path, &bytes)?;
@@ -592,7 +598,7 @@ mod tests {
 
     #[test]
     fn token_assignments_are_checkpointed_and_old_checkpoints_still_open() {
-        use sluice_token::assign::{Command, Login, Reply};
+        use sluice_token::assign::{Command, Login, Policy, Reply};
         let disk = SimDisk::new();
         let mut m = MetaMachine::open(Arc::new(disk.clone()), "/n1/meta").expect("open");
         let commands = [
@@ -604,6 +610,10 @@ mod tests {
                 current_load: None,
                 downed: None,
                 backoff: None,
+            },
+            Command::SetPolicy {
+                service: "queuey-1.0".into(),
+                policy: Policy::Bucketed { buckets: 2 },
             },
             Command::Login(Login {
                 service: "queuey-1.0".into(),
@@ -633,7 +643,32 @@ mod tests {
         m.checkpoint(b"raft".to_vec()).expect("checkpoint");
         let reopened = MetaMachine::open(Arc::new(disk.clone()), "/n1/meta").expect("reopen");
         assert_eq!(reopened.state().tokens().rows("queuey-1.0", "u@x").len(), 1);
+        assert_eq!(
+            reopened
+                .state()
+                .tokens()
+                .buckets("queuey-1.0")
+                .map(<[String]>::len),
+            Some(2),
+            "bucket maps are checkpointed"
+        );
         assert_eq!(reopened.state(), m.state());
+        // A checkpoint written before bucket maps existed.
+        #[derive(Serialize)]
+        struct BeforeBuckets {
+            raft_state: Vec<u8>,
+            state: MetaState,
+            tokens: Assignments,
+        }
+        let before = codec::encode(&BeforeBuckets {
+            raft_state: b"r".to_vec(),
+            state: MetaState::default(),
+            tokens: m.state().tokens().clone(),
+        })
+        .expect("encode");
+        let (_, state) = decode_checkpoint(&before).expect("a checkpoint without buckets");
+        assert_eq!(state.tokens().rows("queuey-1.0", "u@x").len(), 1);
+        assert!(state.tokens().buckets("queuey-1.0").is_none());
         // A checkpoint written before token assignments existed.
         #[derive(Serialize)]
         struct Old {

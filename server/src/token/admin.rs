@@ -16,7 +16,7 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_raft::meta::command::{MetaCommand, MetaReply};
-use sluice_token::assign::{Command, Reply};
+use sluice_token::assign::{Command, Policy, Reply};
 
 use crate::admin::check;
 use crate::http::AppState;
@@ -32,6 +32,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin/token/{service}/nodes/remove", post(remove))
         .route("/admin/token/{service}/purge", post(purge))
         .route("/admin/token/{service}/users", get(count))
+        .route(
+            "/admin/token/{service}/policy",
+            get(show_policy).put(set_policy),
+        )
+        .route("/admin/token/{service}/buckets/{bucket}", put(move_bucket))
         .route("/admin/token/new-users", put(new_users))
 }
 
@@ -57,6 +62,15 @@ struct UrlBody {
 struct PurgeBody {
     /// Rows replaced longer ago than this are purged.
     grace_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    /// `least-loaded` or `bucketed`.
+    policy: String,
+    /// Buckets, for `bucketed`.
+    buckets: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +106,9 @@ async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
         .into_response()),
         MetaReply::Token(Reply::Rows(rows)) => {
             Ok(Json(json!({"status": "ok", "rows": rows_json(rows)})).into_response())
+        }
+        MetaReply::Token(Reply::Buckets(map)) => {
+            Ok(Json(json!({"status": "ok", "buckets": map})).into_response())
         }
         MetaReply::Token(_) => Ok(Json(json!({"status": "ok"})).into_response()),
         other => Err(V1Error::new(
@@ -279,6 +296,71 @@ async fn count(
         .meta(|m| m.tokens().count_users(&service))
         .await?;
     Ok(Json(json!({"status": "ok", "users": users})).into_response())
+}
+
+/// `PUT /admin/token/{service}/policy` `{"policy": "least-loaded"}` or
+/// `{"policy": "bucketed", "buckets": N}`: how new users are placed.
+async fn set_policy(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let b: PolicyBody = parse(&state, body).await?;
+    let policy = match (b.policy.as_str(), b.buckets) {
+        ("least-loaded", None) => Policy::LeastLoaded,
+        ("bucketed", Some(buckets)) => Policy::Bucketed { buckets },
+        _ => {
+            return Err(V1Error::bad(
+                "policy",
+                "\"least-loaded\", or \"bucketed\" with \"buckets\"",
+            ));
+        }
+    };
+    run(&state, Command::SetPolicy { service, policy }).await
+}
+
+/// `GET /admin/token/{service}/policy`: the policy and the bucket map.
+async fn show_policy(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, V1Error> {
+    check(&state, &headers)?;
+    let map = state
+        .cluster
+        .meta(|m| m.tokens().buckets(&service).map(<[String]>::to_vec))
+        .await?;
+    let policy = if map.is_some() {
+        "bucketed"
+    } else {
+        "least-loaded"
+    };
+    Ok(
+        Json(json!({"status": "ok", "policy": policy, "buckets": map.unwrap_or_default()}))
+            .into_response(),
+    )
+}
+
+/// `PUT /admin/token/{service}/buckets/{bucket}` `{"url"}`: maps a bucket
+/// to a node; its users elsewhere move at their next login.
+async fn move_bucket(
+    State(state): State<AppState>,
+    Path((service, bucket)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    let bucket: u32 = bucket
+        .parse()
+        .map_err(|_| V1Error::bad("bucket", "a bucket is a number from 0"))?;
+    command(&state, &headers, body, |b: UrlBody| Command::MoveBucket {
+        service,
+        bucket,
+        url: b.url,
+        now_ms: now_ms(),
+    })
+    .await
 }
 
 /// `PUT /admin/token/new-users` `{"allow": bool}`.

@@ -605,6 +605,109 @@ async fn the_rest_of_the_error_table_answers_as_the_spec_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
+    use sluice_token::assign::bucket_of;
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = token_server(
+        dir.path(),
+        &verify_url,
+        &[
+            "--groups",
+            "2",
+            "--token-ip-rate",
+            "0",
+            "--token-new-users-per-minute",
+            "0",
+        ],
+    )
+    .await;
+    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
+    let bearer = format!("Bearer {}", admin_key.trim());
+    let admin = |method: &'static str, path: String, body: Value| {
+        let bearer = bearer.clone();
+        let s = &s;
+        async move {
+            s.call(
+                method,
+                &path,
+                Some(&bearer),
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let policy = "/admin/token/queuey-1.0/policy".to_string();
+    admin("PUT", policy.clone(), json!({"policy": "bucketed"}))
+        .await
+        .expect_error(400, "policy");
+    let set = admin(
+        "PUT",
+        policy.clone(),
+        json!({"policy": "bucketed", "buckets": 4}),
+    )
+    .await;
+    let map: Vec<String> = serde_json::from_value(set.expect(200)["buckets"].clone()).expect("map");
+    assert_eq!(map.len(), 4);
+    assert_ne!(map[0], map[1], "buckets spread over both groups");
+    let shown = admin("GET", policy.clone(), Value::Null).await;
+    assert_eq!(shown.expect(200)["policy"], "bucketed");
+    let login = |user: String| {
+        let s = &s;
+        async move {
+            let auth = format!("Bearer good-{user}-1");
+            let reply = s.call("GET", "/1.0/queuey/1.0", Some(&auth), &[], "").await;
+            let body = reply.expect(200).clone();
+            let endpoint = body["api_endpoint"].as_str().expect("endpoint").to_string();
+            (body["uid"].as_u64().expect("uid"), endpoint)
+        }
+    };
+    let email = |user: &str| format!("{user}@api.accounts.firefox.com");
+    let users: Vec<String> = (0..16).map(|i| format!("user{i}")).collect();
+    for user in &users {
+        let (_, endpoint) = login(user.clone()).await;
+        assert_eq!(
+            endpoint,
+            format!("{}/v1", map[bucket_of(&email(user), 4)]),
+            "{user}"
+        );
+    }
+    // Bucket 0 moves to bucket 1's node: exactly its users move, on their
+    // next login.
+    let moved = admin(
+        "PUT",
+        "/admin/token/queuey-1.0/buckets/0".to_string(),
+        json!({"url": map[1]}),
+    )
+    .await;
+    let rows = moved.expect(200)["rows"].as_array().expect("rows").len();
+    let in_zero = users
+        .iter()
+        .filter(|u| bucket_of(&email(u), 4) == 0)
+        .count();
+    assert_eq!(rows, in_zero);
+    for user in &users {
+        let (_, endpoint) = login(user.clone()).await;
+        let bucket = bucket_of(&email(user), 4);
+        let node = if bucket == 0 { &map[1] } else { &map[bucket] };
+        assert_eq!(endpoint, format!("{node}/v1"), "{user}");
+    }
+    admin(
+        "PUT",
+        "/admin/token/queuey-1.0/buckets/x".to_string(),
+        Value::Null,
+    )
+    .await
+    .expect_error(400, "bucket");
+    admin("PUT", policy.clone(), json!({"policy": "least-loaded"}))
+        .await
+        .expect(200);
+    let shown = admin("GET", policy, Value::Null).await;
+    assert_eq!(shown.expect(200)["policy"], "least-loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_new_identities_from_one_issuer_leaves_room_for_others() {
     const BURST: usize = 10_000;
     const CONCURRENCY: usize = 16;
