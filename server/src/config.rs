@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// New users assigned per minute on this node, 0 = unlimited [default: 600].
     #[arg(long, env = "SLUICE_TOKEN_NEW_USERS_PER_MINUTE")]
     pub token_new_users_per_minute: Option<u32>,
+    /// Share of a token node's capacity released at a time, 0 < R <= 1 (cluster-wide; the last node started with it sets it) [default: 0.1].
+    #[arg(long, env = "SLUICE_TOKEN_RELEASE_RATE")]
+    pub token_release_rate: Option<f64>,
+    /// Seconds a Hawk request's timestamp may differ from this node's clock [default: 60].
+    #[arg(long, env = "SLUICE_HAWK_SKEW_S")]
+    pub hawk_skew_s: Option<u64>,
     /// New users assigned per minute on this node from any one issuer, 0 = unlimited [default: 300].
     #[arg(long, env = "SLUICE_TOKEN_NEW_USERS_PER_ISSUER_PER_MINUTE")]
     pub token_new_users_per_issuer_per_minute: Option<u32>,
@@ -147,6 +153,8 @@ struct FileSettings {
     token_ip_rate: Option<u32>,
     token_new_users_per_minute: Option<u32>,
     token_new_users_per_issuer_per_minute: Option<u32>,
+    token_release_rate: Option<f64>,
+    hawk_skew_s: Option<u64>,
     token_jwks: Option<PathBuf>,
     #[serde(default)]
     token_issuers: Vec<String>,
@@ -207,12 +215,18 @@ pub struct ServeConfig {
     pub disk_reserve_bytes: u64,
     /// Whether logs are JSON lines.
     pub log_json: bool,
+    /// Seconds a Hawk timestamp may differ from the clock.
+    pub hawk_skew_s: u64,
     /// The token service, when `--token-secret` is given.
     pub token: Option<TokenSettings>,
 }
 
 /// Default lifetime of a token, seconds.
 pub const TOKEN_DURATION_S_DEFAULT: u64 = 3_600;
+/// Widest Hawk skew window, seconds: past an hour, replay protection would
+/// need nonces kept for that long.
+pub const HAWK_SKEW_S_MAX: u64 = 3_600;
+
 /// Longest token lifetime, seconds.
 pub const TOKEN_DURATION_S_MAX: u64 = 86_400;
 /// Default users per data group.
@@ -241,6 +255,8 @@ pub struct TokenSettings {
     pub new_users_per_minute: u32,
     /// New users per minute on a node from one issuer (0: unlimited).
     pub new_users_per_issuer_per_minute: u32,
+    /// The release rate to set cluster-wide, in ‰, when given.
+    pub release_rate_permille: Option<u32>,
     /// The JWKS file for local JWT verification.
     pub jwks: Option<PathBuf>,
     /// Issuers JWTs may come from (empty: any).
@@ -335,9 +351,20 @@ impl ServeConfig {
                 format!("{reserve_mb} is over {DISK_RESERVE_MB_MAX}"),
             ));
         }
+        let hawk_skew_s = args
+            .hawk_skew_s
+            .or(file.hawk_skew_s)
+            .unwrap_or(sluice_token::hawk::SKEW_SECS_DEFAULT);
+        if !(1..=HAWK_SKEW_S_MAX).contains(&hawk_skew_s) {
+            return Err(invalid(
+                "hawk-skew-s",
+                format!("{hawk_skew_s} is not in 1..={HAWK_SKEW_S_MAX}"),
+            ));
+        }
         Ok(ServeConfig {
             listen,
             public_url,
+            hawk_skew_s,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -370,6 +397,7 @@ impl ServeConfig {
                 new_users_per_issuer_per_minute: args
                     .token_new_users_per_issuer_per_minute
                     .or(file.token_new_users_per_issuer_per_minute),
+                release_rate: args.token_release_rate.or(file.token_release_rate),
                 jwks: args.token_jwks.or(file.token_jwks),
                 issuers: if args.token_issuers.is_empty() {
                     file.token_issuers
@@ -393,6 +421,7 @@ struct TokenInputs {
     ip_rate_per_s: Option<u32>,
     new_users_per_minute: Option<u32>,
     new_users_per_issuer_per_minute: Option<u32>,
+    release_rate: Option<f64>,
     jwks: Option<PathBuf>,
     issuers: Vec<String>,
 }
@@ -411,9 +440,20 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         ip_rate_per_s,
         new_users_per_minute,
         new_users_per_issuer_per_minute,
+        release_rate,
         jwks,
         issuers,
     } = inputs;
+    let release_rate_permille = match release_rate {
+        None => None,
+        Some(r) if r > 0.0 && r <= 1.0 => Some(((r * 1_000.0).round() as u32).max(1)),
+        Some(r) => {
+            return Err(invalid(
+                "token-release-rate",
+                format!("{r} is not in (0, 1]"),
+            ));
+        }
+    };
     let Some(secret) = secret else {
         return Ok(None);
     };
@@ -478,6 +518,7 @@ fn token_settings(inputs: TokenInputs) -> Result<Option<TokenSettings>, ConfigEr
         ip_rate_per_s: ip_rate_per_s.unwrap_or(20),
         new_users_per_minute: new_users_per_minute.unwrap_or(600),
         new_users_per_issuer_per_minute: new_users_per_issuer_per_minute.unwrap_or(300),
+        release_rate_permille,
         jwks,
         issuers,
     }))
@@ -606,6 +647,21 @@ mod tests {
     }
 
     #[test]
+    fn the_release_rate_is_kept_in_permille_and_the_skew_in_seconds() {
+        let c = ServeConfig::resolve(ServeArgs {
+            token_secret: Some("token-master-secret-0123456789".into()),
+            token_release_rate: Some(0.25),
+            hawk_skew_s: Some(5),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(c.token.map(|t| t.release_rate_permille), Some(Some(250)));
+        assert_eq!(c.hawk_skew_s, 5);
+        let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(defaults.hawk_skew_s, sluice_token::hawk::SKEW_SECS_DEFAULT);
+    }
+
+    #[test]
     fn bad_settings_are_refused_naming_the_setting() {
         let cases: Vec<(ServeArgs, &str)> = vec![
             (
@@ -671,6 +727,27 @@ mod tests {
                     ..ServeArgs::default()
                 },
                 "--admin-key",
+            ),
+            (
+                ServeArgs {
+                    hawk_skew_s: Some(0),
+                    ..ServeArgs::default()
+                },
+                "--hawk-skew-s",
+            ),
+            (
+                ServeArgs {
+                    token_release_rate: Some(0.0),
+                    ..ServeArgs::default()
+                },
+                "--token-release-rate",
+            ),
+            (
+                ServeArgs {
+                    token_release_rate: Some(1.5),
+                    ..ServeArgs::default()
+                },
+                "--token-release-rate",
             ),
         ];
         for (args, setting) in cases {

@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sluice_token::hawk::{self, HawkError, SKEW_SECS_DEFAULT};
+use sluice_token::hawk::{self, HawkError};
 use sluice_token::{ids, token};
 
 use crate::http::{AppState, SentPath};
@@ -130,7 +130,7 @@ async fn verify(state: &AppState, request: Request) -> Result<Request, V1Error> 
         &checked,
         &verified.key,
         now_secs,
-        SKEW_SECS_DEFAULT,
+        state.hawk_skew_s,
     )
     .map_err(refused)?;
     let fresh = state

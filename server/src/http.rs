@@ -64,6 +64,8 @@ pub struct AppState {
     pub token: Option<Arc<crate::token::TokenService>>,
     /// Hawk nonces seen recently on this node.
     pub nonces: Arc<std::sync::Mutex<sluice_token::hawk::NonceCache>>,
+    /// Seconds a Hawk timestamp may differ from the clock.
+    pub hawk_skew_s: u64,
 }
 
 /// The node's whole router: APIs, health, Raft RPC.

@@ -122,8 +122,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         disk: Arc::new(DiskSpace::new(data_dir.clone(), config.disk_reserve_bytes)),
         nonces: Arc::new(std::sync::Mutex::new(sluice_token::hawk::NonceCache::new(
             sluice_token::hawk::NONCES_MAX_DEFAULT,
-            sluice_token::hawk::SKEW_SECS_DEFAULT,
+            config.hawk_skew_s,
         ))),
+        hawk_skew_s: config.hawk_skew_s,
         token: match config.token.clone() {
             Some(settings) => Some(crate::token::service(settings).map_err(StartError::Setting)?),
             None => None,

@@ -176,6 +176,9 @@ pub enum Command {
     },
     /// Allows or refuses new users.
     AllowNewUsers(bool),
+    /// Sets the share of a node's capacity released at a time, in ‰
+    /// (clamped to 1..=1000).
+    SetReleaseRate(u32),
     /// Sets a service's policy; switching to buckets maps them round-robin
     /// over the service's nodes that are not downed, in URL order. Users
     /// keep their nodes; only new placements follow the policy.
@@ -275,6 +278,11 @@ impl Assignments {
             .flat_map(|rows| rows.iter())
             .find(|r| r.uid == uid && r.replaced_at_ms.is_none())
             .map(|r| r.node.as_str())
+    }
+
+    /// The share of a node's capacity released at a time, in ‰.
+    pub fn release_rate_permille(&self) -> u32 {
+        self.release_rate_permille
     }
 
     /// Every bucketed service's map, for checkpoints.
@@ -401,6 +409,10 @@ impl Assignments {
             }
             Command::AllowNewUsers(allow) => {
                 self.allow_new_users = allow;
+                Reply::Done
+            }
+            Command::SetReleaseRate(permille) => {
+                self.release_rate_permille = permille.clamp(1, 1_000);
                 Reply::Done
             }
             Command::Purge { service, before_ms } => Reply::Rows(self.purge(&service, before_ms)),

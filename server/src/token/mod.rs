@@ -328,11 +328,26 @@ fn now_ms() -> u64 {
 
 /// Registers every data group as a node of every served application, at
 /// `capacity`, unless it is registered already (an operator's changes are
-/// kept).
+/// kept); and sets the release rate when `--token-release-rate` names one
+/// the cluster does not have yet.
 pub async fn register_nodes(state: &AppState, public_url: &str) -> Result<usize, String> {
     let Some(service) = state.token.as_ref() else {
         return Ok(0);
     };
+    if let Some(permille) = service.settings.release_rate_permille {
+        let current = state
+            .cluster
+            .meta(|m| m.tokens().release_rate_permille())
+            .await
+            .map_err(|e| e.to_string())?;
+        if current != permille {
+            state
+                .cluster
+                .propose_meta(MetaCommand::Token(Command::SetReleaseRate(permille)))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let (groups, known) = state
         .cluster
         .meta(|m| {

@@ -619,6 +619,8 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
             "0",
             "--token-new-users-per-minute",
             "0",
+            "--token-release-rate",
+            "0.5",
         ],
     )
     .await;
@@ -653,6 +655,14 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     assert_ne!(map[0], map[1], "buckets spread over both groups");
     let shown = admin("GET", policy.clone(), Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "bucketed");
+    // --token-release-rate 0.5: a new node offered half its capacity.
+    let node = admin(
+        "PUT",
+        "/admin/token/queuey-1.0/nodes".to_string(),
+        json!({"url": map[0]}),
+    )
+    .await;
+    assert_eq!(node.expect(200)["available"], 50_000, "{}", node.json);
     let login = |user: String| {
         let s = &s;
         async move {
