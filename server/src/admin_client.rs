@@ -115,6 +115,16 @@ pub enum TokenAction {
         /// The node's URL.
         url: String,
     },
+    /// Places a user on a node (or where the policy says), with a new uid.
+    AllocateUser {
+        /// The service.
+        service: String,
+        /// `<user>@<domain>`.
+        email: String,
+        /// The node's URL (default: the policy chooses).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Users with a current assignment.
     CountUsers {
         /// The service.
@@ -245,6 +255,14 @@ fn token_request(
                 segment(service)
             )),
             serde_json::json!({ "url": url }),
+        ),
+        TokenAction::AllocateUser {
+            service,
+            email,
+            node,
+        } => json(
+            client.post(format!("{base}/admin/token/{}/users", segment(service))),
+            serde_json::json!({ "email": email, "node": node }),
         ),
         TokenAction::CountUsers { service } => {
             client.get(format!("{base}/admin/token/{}/users", segment(service)))

@@ -174,6 +174,19 @@ pub enum Command {
         /// Unix ms.
         now_ms: u64,
     },
+    /// Places a user on `node` (or where the policy says), with a new uid;
+    /// the user's older rows are replaced. Keeps the current row's
+    /// generation and client state, so the identity rules hold.
+    AllocateUser {
+        /// The service.
+        service: String,
+        /// `<user>@<domain>`.
+        email: String,
+        /// The node's URL; `None` lets the policy choose.
+        node: Option<String>,
+        /// Unix ms.
+        now_ms: u64,
+    },
     /// Allows or refuses new users.
     AllowNewUsers(bool),
     /// Sets the share of a node's capacity released at a time, in ‰
@@ -411,6 +424,15 @@ impl Assignments {
                 self.allow_new_users = allow;
                 Reply::Done
             }
+            Command::AllocateUser {
+                service,
+                email,
+                node,
+                now_ms,
+            } => match self.allocate_user(service, email, node, now_ms) {
+                Ok(row) => Reply::Assigned(row),
+                Err(refused) => Reply::Refused(refused),
+            },
             Command::SetReleaseRate(permille) => {
                 self.release_rate_permille = permille.clamp(1, 1_000);
                 Reply::Done
@@ -625,6 +647,49 @@ impl Assignments {
             }
         }
         out
+    }
+
+    fn allocate_user(
+        &mut self,
+        service: String,
+        email: String,
+        node: Option<String>,
+        now_ms: u64,
+    ) -> Result<Row, Refused> {
+        if email.is_empty() || email.len() > EMAIL_BYTES_MAX {
+            return Err(Refused::Invalid(format!(
+                "emails are 1..={EMAIL_BYTES_MAX} bytes"
+            )));
+        }
+        let key = (service.clone(), email.clone());
+        let current = self.users.get(&key).and_then(|rows| current(rows).cloned());
+        let url = match node {
+            Some(url) => {
+                let n = self
+                    .nodes
+                    .get_mut(&(service.clone(), url.clone()))
+                    .filter(|n| !n.downed)
+                    .ok_or_else(|| Refused::Invalid(format!("no serving node {url:?}")))?;
+                n.current_load += 1;
+                n.available = n.available.saturating_sub(1);
+                url
+            }
+            None => self.allocate(&service, None, &email)?,
+        };
+        let login = Login {
+            service,
+            email,
+            generation: current.as_ref().map(|r| r.generation),
+            keys_changed_at: current.as_ref().and_then(|r| r.keys_changed_at),
+            client_state: current
+                .as_ref()
+                .map(|r| r.client_state.clone())
+                .unwrap_or_default(),
+            now_ms,
+            may_create: true,
+        };
+        let generation = login.generation.unwrap_or(0);
+        Ok(self.replace_with(&key, &login, url, generation))
     }
 
     fn set_policy(&mut self, service: String, policy: Policy) -> Result<Vec<String>, Refused> {
@@ -920,6 +985,39 @@ mod tests {
             "http://n/g/2"
         );
         assert!(a.buckets(S).is_none());
+    }
+
+    #[test]
+    fn an_operator_places_a_user_and_the_user_stays_there() {
+        let mut a = with_nodes(&[100, 100]);
+        let first = assigned(a.apply(login("a@x", Some(3), None, "aa")));
+        assert_eq!(first.node, "http://n/g/1");
+        let allocate = |node: Option<&str>| Command::AllocateUser {
+            service: S.into(),
+            email: "a@x".into(),
+            node: node.map(str::to_string),
+            now_ms: 2_000,
+        };
+        let placed = assigned(a.apply(allocate(Some("http://n/g/2"))));
+        assert_eq!(placed.node, "http://n/g/2");
+        assert_ne!(placed.uid, first.uid, "a new uid on the new node");
+        assert_eq!((placed.generation, placed.client_state.as_str()), (3, "aa"));
+        // The user's next login finds the placed row.
+        let again = assigned(a.apply(login("a@x", Some(3), None, "aa")));
+        assert_eq!((again.uid, again.node), (placed.uid, placed.node));
+        assert!(matches!(
+            refused(a.apply(allocate(Some("http://n/g/9")))),
+            Refused::Invalid(_)
+        ));
+        // Without a node the policy chooses; a user not seen before works too.
+        let fresh = assigned(a.apply(Command::AllocateUser {
+            service: S.into(),
+            email: "new@x".into(),
+            node: None,
+            now_ms: 3_000,
+        }));
+        assert_eq!(fresh.node, "http://n/g/1", "the less loaded node");
+        assert_eq!(a.count_users(S), 2);
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/token/{service}/nodes/unassign", post(unassign))
         .route("/admin/token/{service}/nodes/remove", post(remove))
         .route("/admin/token/{service}/purge", post(purge))
-        .route("/admin/token/{service}/users", get(count))
+        .route(
+            "/admin/token/{service}/users",
+            get(count).post(allocate_user),
+        )
         .route(
             "/admin/token/{service}/policy",
             get(show_policy).put(set_policy),
@@ -62,6 +65,15 @@ struct UrlBody {
 struct PurgeBody {
     /// Rows replaced longer ago than this are purged.
     grace_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllocateBody {
+    /// `<user>@<domain>`.
+    email: String,
+    /// The node's URL; absent: the policy chooses.
+    node: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +119,12 @@ async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
         MetaReply::Token(Reply::Rows(rows)) => {
             Ok(Json(json!({"status": "ok", "rows": rows_json(rows)})).into_response())
         }
+        MetaReply::Token(Reply::Assigned(row)) => Ok(Json(json!({
+            "status": "ok",
+            "uid": row.uid,
+            "node": row.node,
+        }))
+        .into_response()),
         MetaReply::Token(Reply::Buckets(map)) => {
             Ok(Json(json!({"status": "ok", "buckets": map})).into_response())
         }
@@ -296,6 +314,25 @@ async fn count(
         .meta(|m| m.tokens().count_users(&service))
         .await?;
     Ok(Json(json!({"status": "ok", "users": users})).into_response())
+}
+
+/// `POST /admin/token/{service}/users` `{"email", "node"?}`: places a
+/// user on a node (or where the policy says) with a new uid.
+async fn allocate_user(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    command(&state, &headers, body, |b: AllocateBody| {
+        Command::AllocateUser {
+            service,
+            email: b.email,
+            node: b.node,
+            now_ms: now_ms(),
+        }
+    })
+    .await
 }
 
 /// `PUT /admin/token/{service}/policy` `{"policy": "least-loaded"}` or

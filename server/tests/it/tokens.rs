@@ -655,6 +655,21 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     assert_ne!(map[0], map[1], "buckets spread over both groups");
     let shown = admin("GET", policy.clone(), Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "bucketed");
+    // An operator places a user; the user's next token names that node.
+    let placed = admin(
+        "POST",
+        "/admin/token/queuey-1.0/users".to_string(),
+        json!({"email": "placed@api.accounts.firefox.com", "node": map[1]}),
+    )
+    .await;
+    assert_eq!(placed.expect(200)["node"], map[1].as_str());
+    let auth = "Bearer good-placed-1";
+    let token = s.call("GET", "/1.0/queuey/1.0", Some(auth), &[], "").await;
+    assert_eq!(
+        token.expect(200)["api_endpoint"],
+        format!("{}/v1", map[1]).as_str()
+    );
+    assert_eq!(token.json["uid"], placed.json["uid"]);
     // --token-release-rate 0.5: a new node offered half its capacity.
     let node = admin(
         "PUT",
