@@ -733,6 +733,38 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_its_uid_and_group_across_a_restart() {
+    let verify_url = start_verifier().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let flags = ["--groups", "3", "--token-ip-rate", "0"];
+    let login = |s: &Server, user: &'static str| {
+        let url = s.url.clone();
+        async move {
+            let auth = format!("Bearer good-{user}-1");
+            let answer = reqwest::Client::new()
+                .get(format!("{url}/1.0/queuey/1.0"))
+                .header("authorization", auth)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(answer.status().as_u16(), 200);
+            let body: Value = answer.json().await.expect("json");
+            (body["uid"].clone(), body["api_endpoint"].clone())
+        }
+    };
+    let s = token_server(dir.path(), &verify_url, &flags).await;
+    let before = [login(&s, "ann").await, login(&s, "bob").await];
+    s.kill().await;
+    let s = token_server(dir.path(), &verify_url, &flags).await;
+    let after = [login(&s, "ann").await, login(&s, "bob").await];
+    assert_eq!(
+        before, after,
+        "same uid and group after kill -9 and restart"
+    );
+    assert_ne!(before[0].0, before[1].0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_new_identities_from_one_issuer_leaves_room_for_others() {
     const BURST: usize = 10_000;
     const CONCURRENCY: usize = 16;
