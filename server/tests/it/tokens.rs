@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use sluice_token::{hawk, ids, token};
 
-use crate::support::Server;
+use crate::support::{Reply, Server};
 
 /// The master token secret of the test nodes.
 pub const SECRET: &str = "token-master-secret-0123456789";
@@ -75,6 +75,34 @@ pub async fn token_server(dir: &std::path::Path, verify_url: &str, extra: &[&str
     Server::start(dir, &args).await
 }
 
+/// A token request to `s` with `auth` and `extra` headers.
+async fn token_get(s: &Server, auth: &str, extra: &[(&str, &str)]) -> Reply {
+    s.call("GET", "/1.0/queuey/1.0", Some(auth), extra, "")
+        .await
+}
+
+/// An operator's JSON request, with the admin key `sluice serve` wrote
+/// into its data directory `dir`.
+async fn admin_call(
+    s: &Server,
+    dir: &std::path::Path,
+    method: &str,
+    path: impl AsRef<str>,
+    body: Value,
+) -> Reply {
+    let key = std::fs::read_to_string(dir.join("admin.key")).expect("admin key");
+    let bearer = format!("Bearer {}", key.trim());
+    let json = [("content-type", "application/json")];
+    s.call(
+        method,
+        path.as_ref(),
+        Some(&bearer),
+        &json,
+        body.to_string(),
+    )
+    .await
+}
+
 fn expect_error(reply: &crate::support::Reply, http: u16, status: &str, description: &str) {
     assert_eq!(reply.status, http, "{}", reply.json);
     assert_eq!(reply.json["status"], status, "{}", reply.json);
@@ -103,17 +131,8 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         ],
     )
     .await;
-    let get = |auth: &str, extra: &[(&'static str, &'static str)]| {
-        let auth = auth.to_string();
-        let extra = extra.to_vec();
-        let s = &s;
-        async move {
-            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &extra, "")
-                .await
-        }
-    };
 
-    let first = get("Bearer good-alice-1", &[]).await;
+    let first = token_get(&s, "Bearer good-alice-1", &[]).await;
     let body = first.expect(200).clone();
     assert_eq!(body["hashalg"], "sha256");
     assert_eq!(body["node_type"], "sluice");
@@ -138,7 +157,7 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     assert_eq!(verified.payload.uid, body["uid"].as_u64().expect("uid"));
     assert_eq!(verified.payload.fxa_uid, "alice");
     // Sticky: the same user gets the same uid and node.
-    let again = get("Bearer good-alice-1", &[]).await;
+    let again = token_get(&s, "Bearer good-alice-1", &[]).await;
     assert_eq!(again.expect(200)["uid"], body["uid"]);
     // A shorter duration is honoured, a longer one is not.
     let short = s
@@ -160,31 +179,31 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         "Unauthorized",
     );
     expect_error(
-        &get("BrowserID assertion", &[]).await,
+        &token_get(&s, "BrowserID assertion", &[]).await,
         401,
         "error",
         "Unsupported",
     );
     expect_error(
-        &get("Bearer wrong", &[]).await,
+        &token_get(&s, "Bearer wrong", &[]).await,
         401,
         "invalid-credentials",
         "Unauthorized",
     );
     expect_error(
-        &get("Bearer noscope-bob", &[]).await,
+        &token_get(&s, "Bearer noscope-bob", &[]).await,
         401,
         "invalid-credentials",
         "Unauthorized",
     );
     expect_error(
-        &get("Bearer down", &[]).await,
+        &token_get(&s, "Bearer down", &[]).await,
         503,
         "error",
         "Resource is not available",
     );
     expect_error(
-        &get("Bearer good-alice-0", &[]).await,
+        &token_get(&s, "Bearer good-alice-0", &[]).await,
         401,
         "invalid-generation",
         "Unauthorized",
@@ -216,21 +235,21 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         "Unsupported application version",
     );
     assert_eq!(unknown_version.json["errors"][0]["name"], "9.9");
-    let bad_state = get("Bearer good-carol-1", &[("x-client-state", "not hex!")]).await;
+    let bad_state = token_get(&s, "Bearer good-carol-1", &[("x-client-state", "not hex!")]).await;
     expect_error(&bad_state, 400, "error", "Invalid client state value");
     assert_eq!(bad_state.json["errors"][0]["location"], "header");
     // A client-state change needs a newer generation.
-    get("Bearer good-dave-5", &[("x-client-state", "aaaa")])
+    token_get(&s, "Bearer good-dave-5", &[("x-client-state", "aaaa")])
         .await
         .expect(200);
-    let stale = get("Bearer good-dave-5", &[("x-client-state", "bbbb")]).await;
+    let stale = token_get(&s, "Bearer good-dave-5", &[("x-client-state", "bbbb")]).await;
     expect_error(
         &stale,
         401,
         "invalid-client-state",
         "Unacceptable client-state value new value with no generation change",
     );
-    let moved = get("Bearer good-dave-6", &[("x-client-state", "bbbb")]).await;
+    let moved = token_get(&s, "Bearer good-dave-6", &[("x-client-state", "bbbb")]).await;
     assert_ne!(moved.expect(200)["uid"], Value::Null);
 
     // Hawk on the queue API: a queue whose principles name alice's uid is
@@ -319,7 +338,10 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     .await
     .expect_error(401, "InvalidHawk");
     // Another user's valid token may not read alice's queue.
-    let bob = get("Bearer good-bob-1", &[]).await.expect(200).clone();
+    let bob = token_get(&s, "Bearer good-bob-1", &[])
+        .await
+        .expect(200)
+        .clone();
     let bob_signed = sign(
         bob["id"].as_str().expect("id"),
         bob["key"].as_str().expect("key"),
@@ -341,39 +363,44 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     .expect_error(403, "Forbidden");
 
     // Operators: count users, refuse new ones, move a node's users away.
-    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
-    let bearer = format!("Bearer {}", admin_key.trim());
-    let admin = |method: &'static str, path: &'static str, body: Value| {
-        let bearer = bearer.clone();
-        let s = &s;
-        async move {
-            s.call(
-                method,
-                path,
-                Some(&bearer),
-                &[("content-type", "application/json")],
-                body.to_string(),
-            )
-            .await
-        }
-    };
-    let users = admin("GET", "/admin/token/queuey-1.0/users", Value::Null).await;
+    let users = admin_call(
+        &s,
+        dir.path(),
+        "GET",
+        "/admin/token/queuey-1.0/users",
+        Value::Null,
+    )
+    .await;
     assert_eq!(users.expect(200)["users"], 3, "alice, bob and dave");
-    admin("PUT", "/admin/token/new-users", json!({"allow": false}))
-        .await
-        .expect(200);
-    let refused = get("Bearer good-erin-1", &[]).await;
+    admin_call(
+        &s,
+        dir.path(),
+        "PUT",
+        "/admin/token/new-users",
+        json!({"allow": false}),
+    )
+    .await
+    .expect(200);
+    let refused = token_get(&s, "Bearer good-erin-1", &[]).await;
     expect_error(
         &refused,
         403,
         "new-users-disabled",
         "New users are not allowed",
     );
-    get("Bearer good-alice-1", &[]).await.expect(200);
-    admin("PUT", "/admin/token/new-users", json!({"allow": true}))
-        .await
-        .expect(200);
-    let unassigned = admin(
+    token_get(&s, "Bearer good-alice-1", &[]).await.expect(200);
+    admin_call(
+        &s,
+        dir.path(),
+        "PUT",
+        "/admin/token/new-users",
+        json!({"allow": true}),
+    )
+    .await
+    .expect(200);
+    let unassigned = admin_call(
+        &s,
+        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/nodes/unassign",
         json!({"url": node}),
@@ -386,7 +413,10 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         "{}",
         unassigned.json
     );
-    let moved_alice = get("Bearer good-alice-1", &[]).await.expect(200).clone();
+    let moved_alice = token_get(&s, "Bearer good-alice-1", &[])
+        .await
+        .expect(200)
+        .clone();
     assert_ne!(moved_alice["uid"], body["uid"]);
     assert_ne!(moved_alice["api_endpoint"], body["api_endpoint"]);
     // Purging replaced rows deletes the replaced uid's queue (`inbox`,
@@ -394,7 +424,9 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     s.app("GET", "/v2/default/queues/inbox", "")
         .await
         .expect(200);
-    let purged = admin(
+    let purged = admin_call(
+        &s,
+        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/purge",
         json!({"grace_ms": 0}),
@@ -412,7 +444,9 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     s.app("GET", "/v2/default/queues/inbox", "")
         .await
         .expect_code(404, "InvalidQueueName");
-    let again = admin(
+    let again = admin_call(
+        &s,
+        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/purge",
         json!({"grace_ms": 0}),
@@ -532,39 +566,31 @@ async fn the_rest_of_the_error_table_answers_as_the_spec_says() {
         ],
     )
     .await;
-    let get = |auth: &str, extra: &[(&'static str, &'static str)]| {
-        let auth = auth.to_string();
-        let extra = extra.to_vec();
-        let s = &s;
-        async move {
-            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &extra, "")
-                .await
-        }
-    };
     // X-KeyID is `<keys_changed_at>-<base64url(client state)>`: 0xaa is
     // "qg", 0xbb is "uw".
-    get("Bearer good-erin-1", &[("x-keyid", "2000-qg")])
+    token_get(&s, "Bearer good-erin-1", &[("x-keyid", "2000-qg")])
         .await
         .expect(200);
     expect_error(
-        &get("Bearer good-erin-1", &[("x-keyid", "not a key id")]).await,
+        &token_get(&s, "Bearer good-erin-1", &[("x-keyid", "not a key id")]).await,
         401,
         "invalid-credentials",
         "Unauthorized",
     );
     expect_error(
-        &get("Bearer good-erin-1", &[("x-keyid", "1000-qg")]).await,
+        &token_get(&s, "Bearer good-erin-1", &[("x-keyid", "1000-qg")]).await,
         401,
         "invalid-keysChangedAt",
         "Unauthorized",
     );
     expect_error(
-        &get("Bearer good-erin-1", &[]).await,
+        &token_get(&s, "Bearer good-erin-1", &[]).await,
         401,
         "invalid-keysChangedAt",
         "Unauthorized",
     );
-    let disagree = get(
+    let disagree = token_get(
+        &s,
         "Bearer good-erin-1",
         &[("x-keyid", "2000-qg"), ("x-client-state", "bb")],
     )
@@ -576,28 +602,28 @@ async fn the_rest_of_the_error_table_answers_as_the_spec_says() {
         disagree.json
     );
     // Erin holds the only slot: Fred is new and there is no room.
-    let full = get("Bearer good-fred-1", &[]).await;
+    let full = token_get(&s, "Bearer good-fred-1", &[]).await;
     expect_error(&full, 503, "error", "No capacity");
     assert!(full.headers.contains_key("retry-after"));
     // Erin's client state: back to empty, to a new value without a newer
     // keys_changed_at, and (after a real change) back to the old value.
     expect_error(
-        &get("Bearer good-erin-1", &[("x-keyid", "2000-")]).await,
+        &token_get(&s, "Bearer good-erin-1", &[("x-keyid", "2000-")]).await,
         401,
         "invalid-client-state",
         "Unacceptable client-state value empty string",
     );
     expect_error(
-        &get("Bearer good-erin-2", &[("x-keyid", "2000-uw")]).await,
+        &token_get(&s, "Bearer good-erin-2", &[("x-keyid", "2000-uw")]).await,
         401,
         "invalid-client-state",
         "Unacceptable client-state value new value with no keys_changed_at change",
     );
-    get("Bearer good-erin-2", &[("x-keyid", "3000-uw")])
+    token_get(&s, "Bearer good-erin-2", &[("x-keyid", "3000-uw")])
         .await
         .expect(200);
     expect_error(
-        &get("Bearer good-erin-3", &[("x-keyid", "4000-qg")]).await,
+        &token_get(&s, "Bearer good-erin-3", &[("x-keyid", "4000-qg")]).await,
         401,
         "invalid-client-state",
         "Unacceptable client-state value stale value",
@@ -624,27 +650,19 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
         ],
     )
     .await;
-    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
-    let bearer = format!("Bearer {}", admin_key.trim());
-    let admin = |method: &'static str, path: String, body: Value| {
-        let bearer = bearer.clone();
-        let s = &s;
-        async move {
-            s.call(
-                method,
-                &path,
-                Some(&bearer),
-                &[("content-type", "application/json")],
-                body.to_string(),
-            )
-            .await
-        }
-    };
     let policy = "/admin/token/queuey-1.0/policy".to_string();
-    admin("PUT", policy.clone(), json!({"policy": "bucketed"}))
-        .await
-        .expect_error(400, "policy");
-    let set = admin(
+    admin_call(
+        &s,
+        dir.path(),
+        "PUT",
+        policy.clone(),
+        json!({"policy": "bucketed"}),
+    )
+    .await
+    .expect_error(400, "policy");
+    let set = admin_call(
+        &s,
+        dir.path(),
         "PUT",
         policy.clone(),
         json!({"policy": "bucketed", "buckets": 4}),
@@ -653,10 +671,12 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     let map: Vec<String> = serde_json::from_value(set.expect(200)["buckets"].clone()).expect("map");
     assert_eq!(map.len(), 4);
     assert_ne!(map[0], map[1], "buckets spread over both groups");
-    let shown = admin("GET", policy.clone(), Value::Null).await;
+    let shown = admin_call(&s, dir.path(), "GET", policy.clone(), Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "bucketed");
     // An operator places a user; the user's next token names that node.
-    let placed = admin(
+    let placed = admin_call(
+        &s,
+        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/users".to_string(),
         json!({"email": "placed@api.accounts.firefox.com", "node": map[1]}),
@@ -671,7 +691,9 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     );
     assert_eq!(token.json["uid"], placed.json["uid"]);
     // --token-release-rate 0.5: a new node offered half its capacity.
-    let node = admin(
+    let node = admin_call(
+        &s,
+        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/nodes".to_string(),
         json!({"url": map[0]}),
@@ -700,7 +722,9 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     }
     // Bucket 0 moves to bucket 1's node: exactly its users move, on their
     // next login.
-    let moved = admin(
+    let moved = admin_call(
+        &s,
+        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/buckets/0".to_string(),
         json!({"url": map[1]}),
@@ -718,17 +742,25 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
         let node = if bucket == 0 { &map[1] } else { &map[bucket] };
         assert_eq!(endpoint, format!("{node}/v1"), "{user}");
     }
-    admin(
+    admin_call(
+        &s,
+        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/buckets/x".to_string(),
         Value::Null,
     )
     .await
     .expect_error(400, "bucket");
-    admin("PUT", policy.clone(), json!({"policy": "least-loaded"}))
-        .await
-        .expect(200);
-    let shown = admin("GET", policy, Value::Null).await;
+    admin_call(
+        &s,
+        dir.path(),
+        "PUT",
+        policy.clone(),
+        json!({"policy": "least-loaded"}),
+    )
+    .await
+    .expect(200);
+    let shown = admin_call(&s, dir.path(), "GET", policy, Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "least-loaded");
 }
 
