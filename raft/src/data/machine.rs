@@ -37,7 +37,7 @@ use crate::data::partition::{Partition, PartitionState};
 use crate::data::producers::{ProducerWindows, SequenceCheck};
 use crate::data::requests::{RequestWindow, WINDOW_REQUESTS_DEFAULT};
 use crate::data::snapshot::{self, Manifest, PinnedSegment, SegmentFetcher, SegmentRef};
-use crate::glue::{GroupMachine, codec};
+use crate::glue::{GroupMachine, Prepared, codec};
 use crate::ids::{GroupId, PartitionId, PartitionKey, QueueId};
 
 /// Most partitions one queue may have.
@@ -107,6 +107,90 @@ struct PartitionCheckpoint {
     /// written by a snapshot install).
     generation: u64,
     state: PartitionState,
+}
+
+/// A checkpoint captured by [`DataMachine::prepare_checkpoint`], written
+/// by [`PreparedCheckpoint::write`] with no lock held, and recorded by
+/// [`DataMachine::finish_checkpoint`].
+pub struct PreparedCheckpoint {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    source: String,
+    body: CheckpointBody,
+    files: BTreeMap<PartitionKey, Vec<(SegmentRef, PathBuf)>>,
+    tickets: Vec<(PartitionKey, FlushTicket)>,
+    synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
+    /// How many of the machine's doomed directories predate the capture.
+    doomed: usize,
+    /// The encoded manifest once written, or why writing failed.
+    written: Option<Result<Vec<u8>, MachineError>>,
+}
+
+impl std::fmt::Debug for PreparedCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCheckpoint")
+            .field("seq", &self.body.seq)
+            .field("partitions", &self.body.partitions.len())
+            .finish()
+    }
+}
+
+impl Prepared for PreparedCheckpoint {
+    fn write(&mut self) {
+        PreparedCheckpoint::write(self);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+impl PreparedCheckpoint {
+    /// Fsyncs the logs up to the captured ends, then writes the checkpoint
+    /// file and pins the segments it covers. Needs no access to the
+    /// machine; the outcome is kept for `finish_checkpoint`.
+    pub fn write(&mut self) {
+        self.synced = std::mem::take(&mut self.tickets)
+            .into_iter()
+            .map(|(key, ticket)| {
+                let result = ticket.sync();
+                (key, ticket, result)
+            })
+            .collect();
+        self.written = Some(self.write_files());
+    }
+
+    fn write_files(&self) -> Result<Vec<u8>, MachineError> {
+        for (key, _, result) in &self.synced {
+            if let Err(e) = result {
+                // The logs are not durable up to the captured ends: no
+                // checkpoint may claim they are.
+                return Err(MachineError::Io {
+                    path: self.dir.clone(),
+                    source: io::Error::new(e.kind(), format!("{key}: {e}")),
+                });
+            }
+        }
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let io_err = |source| MachineError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = codec::encode(&self.body).map_err(io_err)?;
+        checkpoint::write(self.disk.as_ref(), &path, &bytes).map_err(io_err)?;
+        snapshot::pin(self.disk.as_ref(), &self.dir, self.body.seq, &self.files).map_err(io_err)?;
+        let manifest = Manifest {
+            pins: self.body.seq,
+            source: self.source.clone(),
+            checkpoint: bytes.to_vec(),
+            segments: self
+                .files
+                .iter()
+                .map(|(k, segments)| (*k, segments.iter().map(|(r, _)| *r).collect()))
+                .collect(),
+        };
+        Ok(codec::encode(&manifest).map_err(io_err)?.to_vec())
+    }
 }
 
 /// A data group's state machine (see the module docs).
@@ -543,25 +627,43 @@ impl DataMachine {
     /// `raft_state` (see the module docs); pins the segments it covers and
     /// keeps the manifest as the snapshot data; then deletes dropped
     /// queues' files and expired segments. `now` only drives retention.
+    /// The three steps of [`DataMachine::prepare_checkpoint`] in one call.
     pub fn checkpoint(&mut self, raft_state: Vec<u8>, now: Timestamp) -> Result<(), MachineError> {
+        let mut prepared = self.prepare_checkpoint(raft_state)?;
+        prepared.write();
+        self.finish_checkpoint(prepared, now)
+    }
+
+    /// Captures a checkpoint of the state as applied now: the small state
+    /// (cloned), each partition's end offset and segments, and a ticket to
+    /// fsync each log up to that end. It only reads, so the host can call
+    /// it under a read lock, run [`PreparedCheckpoint::write`] (the fsyncs
+    /// and the file writes) with no lock held while apply goes on, and
+    /// take the write lock only for [`DataMachine::finish_checkpoint`].
+    /// Entries applied after the capture are not in it: a restart from it
+    /// truncates the logs back to its ends and replays them from the WAL.
+    pub fn prepare_checkpoint(
+        &self,
+        raft_state: Vec<u8>,
+    ) -> Result<PreparedCheckpoint, MachineError> {
         let mut partitions = BTreeMap::new();
         let mut files = BTreeMap::new();
-        for (key, partition) in self.partitions.iter_mut() {
-            partition.prune_ids(now);
-            let end = partition
-                .log_mut()
-                .flush()
+        let mut tickets = Vec::new();
+        for (key, partition) in &self.partitions {
+            let log = partition.log();
+            let ticket = log
+                .flush_ticket()
                 .map_err(|source| MachineError::Engine { key: *key, source })?;
+            tickets.push((*key, ticket));
             partitions.insert(
                 *key,
                 PartitionCheckpoint {
-                    end,
+                    end: log.next_offset(),
                     generation: self.generations.get(key).copied().unwrap_or(0),
                     state: partition.state().clone(),
                 },
             );
-            let segments: Vec<(SegmentRef, PathBuf)> = partition
-                .log()
+            let segments: Vec<(SegmentRef, PathBuf)> = log
                 .segments()
                 .into_iter()
                 .filter(|s| s.next > s.base)
@@ -576,39 +678,77 @@ impl DataMachine {
                 .collect();
             files.insert(*key, segments);
         }
-        self.seq += 1;
-        let body = CheckpointBody {
-            seq: self.seq,
-            raft_state,
-            queues: self.queues.clone(),
-            partitions,
-            producers: self.producers.clone(),
-            requests: self.requests.clone(),
-            consumers: self.consumers.clone(),
+        Ok(PreparedCheckpoint {
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            source: self.source.clone(),
+            body: CheckpointBody {
+                seq: self.seq + 1,
+                raft_state,
+                queues: self.queues.clone(),
+                partitions,
+                producers: self.producers.clone(),
+                requests: self.requests.clone(),
+                consumers: self.consumers.clone(),
+            },
+            files,
+            tickets,
+            synced: Vec::new(),
+            doomed: self.doomed.len(),
+            written: None,
+        })
+    }
+
+    /// Records a written checkpoint: the logs' new durable offsets (or
+    /// their poisoning, when an fsync failed), the manifest as the
+    /// snapshot data; then deletes the files of queues dropped before the
+    /// capture, and expired segments. Fails when the write did.
+    pub fn finish_checkpoint(
+        &mut self,
+        prepared: PreparedCheckpoint,
+        now: Timestamp,
+    ) -> Result<(), MachineError> {
+        let PreparedCheckpoint {
+            body,
+            synced,
+            doomed,
+            written,
+            dir,
+            ..
+        } = prepared;
+        for (key, ticket, result) in synced {
+            // A partition dropped meanwhile has nothing left to record.
+            if let Some(partition) = self.partitions.get_mut(&key) {
+                partition
+                    .log_mut()
+                    .complete_flush(ticket, result)
+                    .map_err(|source| MachineError::Engine { key, source })?;
+            }
+        }
+        let manifest = match written {
+            Some(Ok(manifest)) => manifest,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(MachineError::Io {
+                    path: dir,
+                    source: io::Error::other("the checkpoint was prepared but never written"),
+                });
+            }
         };
-        let path = self.dir.join(CHECKPOINT_FILE);
+        self.seq = body.seq;
+        self.raft_state = body.raft_state;
+        self.last_checkpoint = manifest;
         let io_err = |source| MachineError::Io {
-            path: path.clone(),
+            path: dir.clone(),
             source,
         };
-        let bytes = codec::encode(&body).map_err(io_err)?;
-        checkpoint::write(self.disk.as_ref(), &path, &bytes).map_err(io_err)?;
-        self.raft_state = body.raft_state;
-        snapshot::pin(self.disk.as_ref(), &self.dir, self.seq, &files).map_err(io_err)?;
-        let manifest = Manifest {
-            pins: self.seq,
-            source: self.source.clone(),
-            checkpoint: bytes.to_vec(),
-            segments: files
-                .into_iter()
-                .map(|(k, segments)| (k, segments.into_iter().map(|(r, _)| r).collect()))
-                .collect(),
-        };
-        self.last_checkpoint = codec::encode(&manifest).map_err(io_err)?.to_vec();
-        for dir in std::mem::take(&mut self.doomed) {
-            snapshot::remove_tree(self.disk.as_ref(), &dir).map_err(io_err)?;
+        // Only the queues dropped before the capture: the checkpoint just
+        // written still lists those dropped since.
+        for doomed_dir in self.doomed.drain(..doomed.min(self.doomed.len())) {
+            snapshot::remove_tree(self.disk.as_ref(), &doomed_dir).map_err(io_err)?;
         }
         for (key, partition) in self.partitions.iter_mut() {
+            partition.prune_ids(now);
             partition
                 .log_mut()
                 .apply_retention(now)
@@ -732,28 +872,19 @@ impl GroupMachine for DataMachine {
         Ok(self.last_checkpoint.clone())
     }
 
-    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
-        self.partitions
-            .iter()
-            // A poisoned log refuses a ticket; the checkpoint reports it.
-            .filter_map(|(key, p)| p.log().flush_ticket().ok().map(|t| (*key, t)))
-            .collect()
+    fn prepare_checkpoint(&self, raft_state: Vec<u8>) -> io::Result<Option<Box<dyn Prepared>>> {
+        Ok(Some(Box::new(DataMachine::prepare_checkpoint(
+            self, raft_state,
+        )?)))
     }
 
-    fn complete_flushes(
-        &mut self,
-        synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
-    ) -> io::Result<()> {
-        for (key, ticket, result) in synced {
-            // A partition dropped meanwhile has nothing left to record.
-            if let Some(partition) = self.partitions.get_mut(&key) {
-                partition
-                    .log_mut()
-                    .complete_flush(ticket, result)
-                    .map_err(|source| MachineError::Engine { key, source })?;
-            }
-        }
-        Ok(())
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
+        let prepared = prepared
+            .into_any()
+            .downcast::<PreparedCheckpoint>()
+            .map_err(|_| io::Error::other("a checkpoint prepared by another kind of machine"))?;
+        DataMachine::finish_checkpoint(self, *prepared, Timestamp::now())?;
+        Ok(self.last_checkpoint.clone())
     }
 
     fn raft_state(&self) -> &[u8] {

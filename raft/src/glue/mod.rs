@@ -24,5 +24,5 @@ pub use network::{
     ForwardFailed, HttpNetwork, HttpPeer, HttpSegmentFetcher, LeaderClient, RaftHost,
     SnapshotBytes, http_client,
 };
-pub use state_machine::{GroupMachine, Hosted, StateMachine};
+pub use state_machine::{GroupMachine, Hosted, Prepared, StateMachine};
 pub use type_config::{Command, Reply, TypeConfig};

@@ -8,7 +8,7 @@
 //! checkpoint, which a restart replays.
 
 use std::io::{self, Cursor};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -18,8 +18,6 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership
 
 use crate::glue::codec;
 use crate::glue::{Reply, TypeConfig};
-use crate::ids::PartitionKey;
-use sluice_engine::FlushTicket;
 
 type C = TypeConfig;
 
@@ -30,27 +28,37 @@ pub trait GroupMachine: Send + Sync + 'static {
     /// no longer follow the log.
     fn apply(&mut self, command: &[u8]) -> io::Result<Vec<u8>>;
     /// Makes everything applied durable together with `raft_state`, and
-    /// returns the snapshot data describing it.
+    /// returns the snapshot data describing it (under the write lock).
     fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>>;
-    /// Tickets to fsync the data applied so far, taken under the read lock
-    /// before a checkpoint. They are synced with no lock held and handed
-    /// back, so the checkpoint's own flush, under the write lock that
-    /// stops apply, has only the last moments' data left to sync.
-    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
-        Vec::new()
+    /// Captures a checkpoint of the state as applied now, under the read
+    /// lock, for [`Prepared::write`] to write with no lock held (apply goes
+    /// on) and [`GroupMachine::finish_checkpoint`] to record under the
+    /// write lock. `None`: the machine checkpoints only through
+    /// [`GroupMachine::checkpoint`].
+    fn prepare_checkpoint(&self, raft_state: Vec<u8>) -> io::Result<Option<Box<dyn Prepared>>> {
+        let _ = raft_state;
+        Ok(None)
     }
-    /// Records the outcome of synced tickets (a failure poisons the log).
-    fn complete_flushes(
-        &mut self,
-        _synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
-    ) -> io::Result<()> {
-        Ok(())
+    /// Records a checkpoint `prepare_checkpoint` captured and `write`
+    /// wrote; returns the snapshot data describing it.
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
+        let _ = prepared;
+        Err(io::Error::other("this machine prepares no checkpoints"))
     }
     /// The Raft state saved by the last checkpoint (empty if none).
     fn raft_state(&self) -> &[u8];
     /// Replaces the whole state with a snapshot built by another replica,
     /// durably, with `raft_state`.
     fn install(&mut self, raft_state: Vec<u8>, snapshot: &[u8]) -> io::Result<()>;
+}
+
+/// A checkpoint captured at one applied index, written with no lock held.
+pub trait Prepared: Send + 'static {
+    /// Makes the captured data durable and writes the checkpoint; the
+    /// outcome is kept for `finish_checkpoint`.
+    fn write(&mut self);
+    /// For `finish_checkpoint` to recover its own type.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
 }
 
 /// The machine and what openraft needs to know about it.
@@ -80,12 +88,15 @@ impl<M> Hosted<M> {
 #[derive(Debug)]
 pub struct StateMachine<M> {
     shared: Arc<RwLock<Hosted<M>>>,
+    /// Held through a checkpoint or a snapshot install.
+    checkpoints: Arc<Mutex<()>>,
 }
 
 impl<M> Clone for StateMachine<M> {
     fn clone(&self) -> Self {
         StateMachine {
             shared: Arc::clone(&self.shared),
+            checkpoints: Arc::clone(&self.checkpoints),
         }
     }
 }
@@ -106,6 +117,7 @@ impl<M: GroupMachine> StateMachine<M> {
                 membership,
                 snapshot: None,
             })),
+            checkpoints: Arc::new(Mutex::new(())),
         })
     }
 
@@ -130,29 +142,45 @@ impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Self::SnapshotData>, io::Error> {
         let shared = Arc::clone(&self.shared);
+        let checkpoints = Arc::clone(&self.checkpoints);
         // A checkpoint fsyncs: keep it off the async workers.
         let (meta, data) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            // The bulk of the fsyncs first, while apply goes on.
-            let tickets = shared
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .machine
-                .flush_tickets();
-            let synced = tickets
-                .into_iter()
-                .map(|(key, ticket)| {
-                    let result = ticket.sync();
-                    (key, ticket, result)
-                })
-                .collect();
-            let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
-            hosted.machine.complete_flushes(synced)?;
-            let meta = SnapshotMetaOf::<C> {
-                last_log_id: hosted.last_applied,
-                last_membership: hosted.membership.clone(),
+            // One checkpoint or snapshot install at a time: a checkpoint
+            // writes its files with no lock on the machine.
+            let _one = checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+            // Captured at the applied index read with it, then written
+            // while apply goes on; apply stops only to record it.
+            let (meta, prepared) = {
+                let hosted = shared.read().unwrap_or_else(|p| p.into_inner());
+                let meta = SnapshotMetaOf::<C> {
+                    last_log_id: hosted.last_applied,
+                    last_membership: hosted.membership.clone(),
+                };
+                let prepared = hosted
+                    .machine
+                    .prepare_checkpoint(encode_raft_state(&meta)?)?;
+                (meta, prepared)
             };
-            let data = hosted.machine.checkpoint(encode_raft_state(&meta)?)?;
-            hosted.snapshot = Some((meta.clone(), data.clone()));
+            let data = match prepared {
+                Some(mut prepared) => {
+                    prepared.write();
+                    let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
+                    let data = hosted.machine.finish_checkpoint(prepared)?;
+                    hosted.snapshot = Some((meta.clone(), data.clone()));
+                    data
+                }
+                None => {
+                    let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
+                    // The applied index may have moved since the read.
+                    let meta = SnapshotMetaOf::<C> {
+                        last_log_id: hosted.last_applied,
+                        last_membership: hosted.membership.clone(),
+                    };
+                    let data = hosted.machine.checkpoint(encode_raft_state(&meta)?)?;
+                    hosted.snapshot = Some((meta.clone(), data.clone()));
+                    return Ok((meta, data));
+                }
+            };
             Ok((meta, data))
         })
         .await
@@ -212,8 +240,10 @@ impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let shared = Arc::clone(&self.shared);
+        let checkpoints = Arc::clone(&self.checkpoints);
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let _one = checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
             let data = snapshot.into_inner();
             hosted.machine.install(encode_raft_state(&meta)?, &data)?;

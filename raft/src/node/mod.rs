@@ -24,17 +24,17 @@ use std::sync::Arc;
 use openraft::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
+use sluice_engine::LogConfig;
 use sluice_engine::disk::Disk;
-use sluice_engine::{FlushTicket, LogConfig};
 
 use crate::data::machine::{DataMachine, MachineError};
 use crate::data::snapshot::PinnedSegments;
 use crate::glue::cluster::{self, ClusterError};
 use crate::glue::{
-    GroupLogStore, GroupMachine, HttpNetwork, HttpSegmentFetcher, LeaderClient, RaftHost,
+    GroupLogStore, GroupMachine, HttpNetwork, HttpSegmentFetcher, LeaderClient, Prepared, RaftHost,
     StateMachine, TypeConfig, http_client,
 };
-use crate::ids::{GroupId, PartitionKey, RequestId};
+use crate::ids::{GroupId, RequestId};
 use crate::meta::command::{MetaCommand, MetaProposal};
 use crate::meta::machine::MetaMachine;
 use crate::transport::rpc::ClusterSecret;
@@ -87,20 +87,17 @@ impl GroupMachine for NodeMachine {
         }
     }
 
-    fn flush_tickets(&self) -> Vec<(PartitionKey, FlushTicket)> {
+    fn prepare_checkpoint(&self, raft_state: Vec<u8>) -> io::Result<Option<Box<dyn Prepared>>> {
         match self {
-            NodeMachine::Meta(_) => Vec::new(),
-            NodeMachine::Data(m) => GroupMachine::flush_tickets(m),
+            NodeMachine::Meta(m) => GroupMachine::prepare_checkpoint(m, raft_state),
+            NodeMachine::Data(m) => GroupMachine::prepare_checkpoint(m, raft_state),
         }
     }
 
-    fn complete_flushes(
-        &mut self,
-        synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
-    ) -> io::Result<()> {
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
         match self {
-            NodeMachine::Meta(_) => Ok(()),
-            NodeMachine::Data(m) => GroupMachine::complete_flushes(m, synced),
+            NodeMachine::Meta(m) => GroupMachine::finish_checkpoint(m, prepared),
+            NodeMachine::Data(m) => GroupMachine::finish_checkpoint(m, prepared),
         }
     }
 
