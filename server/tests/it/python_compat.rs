@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use sluice_token::ids;
 
-use crate::tokens::{SECRET, inbox_for, start_verifier, token_server};
+use crate::tokens::{SECRET, inbox_for, start_verifier, token_get, token_server};
 
 /// The venv's python, made by the project's script.
 fn python() -> String {
@@ -89,15 +89,7 @@ async fn tokenlib_and_mohawk_interoperate_with_sluice() {
     let verify_url = start_verifier().await;
     let dir = tempfile::tempdir().expect("dir");
     let s = token_server(dir.path(), &verify_url, &["--token-ip-rate", "0"]).await;
-    let issued = s
-        .call(
-            "GET",
-            "/1.0/queuey/1.0",
-            Some("Bearer good-alice-1"),
-            &[],
-            "",
-        )
-        .await;
+    let issued = token_get(&s, "Bearer good-alice-1", &[]).await;
     let issued = issued.expect(200).clone();
     let node = issued["api_endpoint"]
         .as_str()

@@ -76,7 +76,7 @@ pub async fn token_server(dir: &std::path::Path, verify_url: &str, extra: &[&str
 }
 
 /// A token request to `s` with `auth` and `extra` headers.
-async fn token_get(s: &Server, auth: &str, extra: &[(&str, &str)]) -> Reply {
+pub async fn token_get(s: &Server, auth: &str, extra: &[(&str, &str)]) -> Reply {
     s.call("GET", "/1.0/queuey/1.0", Some(auth), extra, "")
         .await
 }
@@ -480,15 +480,7 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     // A node without token settings says so.
     let plain_dir = tempfile::tempdir().expect("dir");
     let plain = Server::start(plain_dir.path(), &[]).await;
-    let reply = plain
-        .call(
-            "GET",
-            "/1.0/queuey/1.0",
-            Some("Bearer good-alice-1"),
-            &[],
-            "",
-        )
-        .await;
+    let reply = token_get(&plain, "Bearer good-alice-1", &[]).await;
     assert_eq!(reply.status, 503);
     assert!(
         reply.json["errors"][0]["description"]
@@ -527,9 +519,7 @@ async fn new_users_are_capped_and_clients_rate_limited() {
     // gets 429 with Retry-After; the first, returning, is not capped.
     assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
     assert_eq!(get(&capped, "Bearer good-ben-1").await, (429, true));
-    let over = capped
-        .call("GET", "/1.0/queuey/1.0", Some("Bearer good-cy-1"), &[], "")
-        .await;
+    let over = token_get(&capped, "Bearer good-cy-1", &[]).await;
     expect_error(&over, 429, "error", "Too many requests");
     assert_eq!(get(&capped, "Bearer good-ann-1").await, (200, false));
 
@@ -684,7 +674,7 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     .await;
     assert_eq!(placed.expect(200)["node"], map[1].as_str());
     let auth = "Bearer good-placed-1";
-    let token = s.call("GET", "/1.0/queuey/1.0", Some(auth), &[], "").await;
+    let token = token_get(&s, auth, &[]).await;
     assert_eq!(
         token.expect(200)["api_endpoint"],
         format!("{}/v1", map[1]).as_str()
@@ -704,7 +694,7 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
         let s = &s;
         async move {
             let auth = format!("Bearer good-{user}-1");
-            let reply = s.call("GET", "/1.0/queuey/1.0", Some(&auth), &[], "").await;
+            let reply = token_get(s, &auth, &[]).await;
             let body = reply.expect(200).clone();
             let endpoint = body["api_endpoint"].as_str().expect("endpoint").to_string();
             (body["uid"].as_u64().expect("uid"), endpoint)
@@ -971,7 +961,7 @@ async fn jwt_credentials_are_verified_locally() {
         let s = &s;
         async move {
             let auth = format!("Bearer {credential}");
-            s.call("GET", "/1.0/queuey/1.0", Some(&auth), &[], "").await
+            token_get(s, &auth, &[]).await
         }
     };
     use jsonwebtoken::Algorithm::{EdDSA, RS256};
