@@ -96,7 +96,8 @@ async fn parse<T: for<'de> Deserialize<'de>>(state: &AppState, body: Body) -> Re
     serde_json::from_slice(&bytes).map_err(|e| V1Error::bad("body", format!("invalid JSON: {e}")))
 }
 
-async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
+/// Proposes a token command to the meta group; a refusal is a 400.
+async fn propose(state: &AppState, command: Command) -> Result<Reply, V1Error> {
     match state
         .cluster
         .propose_meta(MetaCommand::Token(command))
@@ -107,34 +108,38 @@ async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
             "Refused",
             refused.to_string(),
         )),
-        MetaReply::Token(Reply::Node(node)) => Ok(Json(json!({
+        MetaReply::Token(reply) => Ok(reply),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &dyn std::fmt::Debug) -> V1Error {
+    V1Error::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        format!("unexpected reply {reply:?}"),
+    )
+}
+
+/// Proposes a token command and answers its reply as JSON.
+async fn run(state: &AppState, command: Command) -> Result<Response, V1Error> {
+    let body = match propose(state, command).await? {
+        Reply::Node(node) => json!({
             "status": "ok",
             "capacity": node.capacity,
             "available": node.available,
             "current_load": node.current_load,
             "downed": node.downed,
             "backoff": node.backoff,
-        }))
-        .into_response()),
-        MetaReply::Token(Reply::Rows(rows)) => {
-            Ok(Json(json!({"status": "ok", "rows": rows_json(rows)})).into_response())
-        }
-        MetaReply::Token(Reply::Assigned(row)) => Ok(Json(json!({
-            "status": "ok",
-            "uid": row.uid,
-            "node": row.node,
-        }))
-        .into_response()),
-        MetaReply::Token(Reply::Buckets(map)) => {
-            Ok(Json(json!({"status": "ok", "buckets": map})).into_response())
-        }
-        MetaReply::Token(_) => Ok(Json(json!({"status": "ok"})).into_response()),
-        other => Err(V1Error::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            format!("unexpected reply {other:?}"),
-        )),
-    }
+        }),
+        Reply::Rows(rows) => json!({"status": "ok", "rows": rows_json(rows)}),
+        Reply::Assigned(row) => json!({"status": "ok", "uid": row.uid, "node": row.node}),
+        Reply::Buckets(map) => json!({"status": "ok", "buckets": map}),
+        Reply::Done => json!({"status": "ok"}),
+        // `propose` answers refusals as errors.
+        refused @ Reply::Refused(_) => return Err(unexpected(&refused)),
+    };
+    Ok(Json(body).into_response())
 }
 
 fn now_ms() -> u64 {
@@ -208,8 +213,9 @@ async fn remove(
     .await
 }
 
-/// `POST /admin/token/{service}/purge` `{"grace_ms"}`: forgets rows
-/// replaced longer ago than the grace period, freeing their slots.
+/// `POST /admin/token/{service}/purge` `{"grace_ms"}`: deletes the queues
+/// of uids replaced longer ago than the grace period, then forgets their
+/// rows, freeing their slots.
 async fn purge(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -258,7 +264,10 @@ async fn purge(
         }))
         .into_response());
     }
-    let purged = run_rows(&state, Command::Purge { service, before_ms }).await?;
+    let purged = match propose(&state, Command::Purge { service, before_ms }).await? {
+        Reply::Rows(rows) => rows_json(rows),
+        other => return Err(unexpected(&other)),
+    };
     Ok(Json(json!({
         "status": "ok",
         "rows": purged,
@@ -284,22 +293,6 @@ fn rows_json(rows: Vec<(u64, String)>) -> Vec<Value> {
     rows.into_iter()
         .map(|(uid, node)| json!({"uid": uid, "node": node}))
         .collect()
-}
-
-/// Runs a command that answers rows.
-async fn run_rows(state: &AppState, command: Command) -> Result<Vec<Value>, V1Error> {
-    match state
-        .cluster
-        .propose_meta(MetaCommand::Token(command))
-        .await?
-    {
-        MetaReply::Token(Reply::Rows(rows)) => Ok(rows_json(rows)),
-        other => Err(V1Error::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            format!("unexpected reply {other:?}"),
-        )),
-    }
 }
 
 /// `GET /admin/token/{service}/users`: users with a current assignment.
