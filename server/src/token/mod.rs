@@ -334,21 +334,7 @@ pub async fn register_nodes(state: &AppState, public_url: &str) -> Result<usize,
     let Some(service) = state.token.as_ref() else {
         return Ok(0);
     };
-    if let Some(permille) = service.settings.release_rate_permille {
-        let current = state
-            .cluster
-            .meta(|m| m.tokens().release_rate_permille())
-            .await
-            .map_err(|e| e.to_string())?;
-        if current != permille {
-            state
-                .cluster
-                .propose_meta(MetaCommand::Token(Command::SetReleaseRate(permille)))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let (groups, known) = state
+    let (rate, groups, known) = state
         .cluster
         .meta(|m| {
             let groups: Vec<u32> = m.data_groups().iter().map(|g| g.0).collect();
@@ -365,10 +351,20 @@ pub async fn register_nodes(state: &AppState, public_url: &str) -> Result<usize,
                 })
                 .filter(|(s, u)| m.tokens().node(s, u).is_some())
                 .collect();
-            (groups, known)
+            (m.tokens().release_rate_permille(), groups, known)
         })
         .await
         .map_err(|e| e.to_string())?;
+    // Before the nodes: a new node's first release follows the rate.
+    if let Some(permille) = service.settings.release_rate_permille
+        && permille != rate
+    {
+        state
+            .cluster
+            .propose_meta(MetaCommand::Token(Command::SetReleaseRate(permille)))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let mut added = 0;
     for (app, version) in service.settings.apps.keys() {
         let name = service_name(app, version);
