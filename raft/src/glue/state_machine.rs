@@ -76,6 +76,14 @@ impl<M> Hosted<M> {
         &self.machine
     }
 
+    /// The snapshot meta of the state as applied now.
+    fn snapshot_meta(&self) -> SnapshotMetaOf<C> {
+        SnapshotMetaOf::<C> {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+        }
+    }
+
     /// The index of the last applied entry (0 before any).
     pub fn applied_index(&self) -> u64 {
         self.last_applied.map_or(0, |id| id.index)
@@ -152,35 +160,28 @@ impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
             // while apply goes on; apply stops only to record it.
             let (meta, prepared) = {
                 let hosted = shared.read().unwrap_or_else(|p| p.into_inner());
-                let meta = SnapshotMetaOf::<C> {
-                    last_log_id: hosted.last_applied,
-                    last_membership: hosted.membership.clone(),
-                };
+                let meta = hosted.snapshot_meta();
                 let prepared = hosted
                     .machine
                     .prepare_checkpoint(encode_raft_state(&meta)?)?;
                 (meta, prepared)
             };
-            let data = match prepared {
+            let (meta, data, mut hosted) = match prepared {
                 Some(mut prepared) => {
                     prepared.write();
                     let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
                     let data = hosted.machine.finish_checkpoint(prepared)?;
-                    hosted.snapshot = Some((meta.clone(), data.clone()));
-                    data
+                    (meta, data, hosted)
                 }
                 None => {
                     let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
                     // The applied index may have moved since the read.
-                    let meta = SnapshotMetaOf::<C> {
-                        last_log_id: hosted.last_applied,
-                        last_membership: hosted.membership.clone(),
-                    };
+                    let meta = hosted.snapshot_meta();
                     let data = hosted.machine.checkpoint(encode_raft_state(&meta)?)?;
-                    hosted.snapshot = Some((meta.clone(), data.clone()));
-                    return Ok((meta, data));
+                    (meta, data, hosted)
                 }
             };
+            hosted.snapshot = Some((meta.clone(), data.clone()));
             Ok((meta, data))
         })
         .await
