@@ -123,6 +123,24 @@ pub enum EngineError {
         path: PathBuf,
     },
 
+    /// A copy of a range of offsets would split a batch: the range's ends
+    /// are not batch boundaries in this log.
+    #[error("offset {offset} is not a batch boundary of this log")]
+    NotAligned {
+        /// The offset that falls inside a batch.
+        offset: Offset,
+    },
+
+    /// Replacement bytes for a damaged segment do not hold exactly its
+    /// records, whole and verified; nothing was changed.
+    #[error("replacement for the segment at {base} refused: {reason}")]
+    ReplacementRefused {
+        /// The segment's base offset.
+        base: Offset,
+        /// What check failed.
+        reason: String,
+    },
+
     /// No segment starts at the base offset given to `verify_segment`.
     #[error("no segment with base offset {base}")]
     NoSuchSegment {
@@ -143,6 +161,17 @@ impl EngineError {
         } else {
             EngineError::Io { path, source }
         }
+    }
+
+    /// The base offset of the segment a `Corrupted` error names (parsed
+    /// from its file name), so a caller can fence and repair that segment.
+    pub fn damaged_segment_base(&self) -> Option<Offset> {
+        let EngineError::Corrupted { segment, .. } = self else {
+            return None;
+        };
+        let stem = segment.file_stem()?.to_str()?;
+        let digits_only = stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit());
+        digits_only.then(|| stem.parse().ok().map(Offset)).flatten()
     }
 
     /// A corruption error.

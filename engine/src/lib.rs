@@ -51,5 +51,5 @@ pub mod sim;
 pub use batch::Batch;
 pub use config::LogConfig;
 pub use error::EngineError;
-pub use log::{Appended, FlushTicket, Log, RetentionReport, SegmentInfo};
+pub use log::{Appended, COPY_BYTES_MAX, FlushTicket, Log, RetentionReport, SegmentInfo};
 pub use record::{MessageId, NewRecord, Offset, Record, Timestamp};

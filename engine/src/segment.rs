@@ -639,6 +639,82 @@ impl Segment {
         )
     }
 
+    /// Appends to `out` the bytes of this segment's whole batches from the
+    /// one starting exactly at `from` up to (not past) `to`, each verified;
+    /// returns the offset reached. A batch that straddles `from` is
+    /// `NotAligned`: the caller asked for a range this copy splits.
+    pub fn copy_batches(
+        &self,
+        disk: &dyn Disk,
+        interval_bytes: u32,
+        from: Offset,
+        to: Offset,
+        out: &mut Vec<u8>,
+    ) -> Result<Offset, EngineError> {
+        let view = self.view(disk)?;
+        let start = self
+            .index(disk, interval_bytes)?
+            .start_for_offset((from.0 - self.base.0) as u32);
+        let mut pos = start.position;
+        let mut expected = self.base.plus(u64::from(start.relative_offset));
+        let mut reached = from;
+        while pos < self.len && reached < to {
+            let corrupt =
+                |reason: String| EngineError::corrupted(&self.paths.log, expected, pos, reason);
+            let header = verify_batch_at(&view, pos).map_err(corrupt)?;
+            if header.base_offset != expected {
+                return Err(corrupt(format!(
+                    "batch base offset {}, expected {expected}",
+                    header.base_offset
+                )));
+            }
+            let end = pos + header.total_len();
+            if header.next_offset() > from {
+                if header.base_offset != reached || header.next_offset() > to {
+                    return Err(EngineError::NotAligned {
+                        offset: header.base_offset.max(reached),
+                    });
+                }
+                out.extend_from_slice(&view[pos as usize..end as usize]);
+                reached = header.next_offset();
+            }
+            pos = end;
+            expected = header.next_offset();
+        }
+        Ok(reached)
+    }
+
+    /// A sealed segment over a file whose `scan` found it whole and `seal`
+    /// describes (after a repair replaced the file).
+    pub fn sealed_from_scan(dir: &Path, seal: Seal, scan: Scan) -> Segment {
+        let segment = Segment::sealed(dir, seal);
+        let _ = segment.index.set(scan.index);
+        segment
+            .verified_len
+            .store(scan.valid_len, Ordering::Release);
+        segment
+    }
+
+    /// The seal describing `scan`, a whole segment based at `base`.
+    pub fn seal_for(base: Offset, scan: &Scan) -> Seal {
+        Seal {
+            base_offset: base,
+            next_offset: scan.next,
+            log_len: scan.valid_len,
+            max_timestamp: scan.max_timestamp,
+            max_expires_at: scan.max_expires_at,
+            batch_count: scan.batch_count,
+            headers_crc: scan.headers_crc.clone().finalize(),
+        }
+    }
+
+    /// Writes this segment's index files (best effort: they are caches).
+    pub fn write_index(&self, disk: &dyn Disk) {
+        if let Some(index) = self.index.get() {
+            write_index_files(disk, &self.paths, index, self.base, self.len);
+        }
+    }
+
     /// Becomes the active segment over a rewritten file (after a
     /// truncation). The old mapping is dropped with the old state; readers
     /// keep the `Bytes` they hold, which map the old, unlinked file.

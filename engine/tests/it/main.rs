@@ -8,4 +8,5 @@ mod kill;
 mod limits;
 mod lookups;
 mod maintenance;
+mod repair;
 mod roundtrip;

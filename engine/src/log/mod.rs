@@ -29,6 +29,10 @@ use crate::record::{MessageId, Offset, Record, Timestamp};
 use crate::recovery;
 use crate::segment::{self, Segment};
 
+mod repair;
+
+pub use repair::COPY_BYTES_MAX;
+
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
