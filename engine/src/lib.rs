@@ -53,3 +53,4 @@ pub use config::LogConfig;
 pub use error::EngineError;
 pub use log::{Appended, COPY_BYTES_MAX, FlushTicket, Log, RetentionReport, SegmentInfo};
 pub use record::{MessageId, NewRecord, Offset, Record, Timestamp};
+pub use segment::SegmentCheck;

@@ -592,51 +592,17 @@ impl Segment {
         Ok(found)
     }
 
-    /// Reads the whole segment, checking every CRC, record and offset, and
-    /// for a sealed segment every field of its seal.
-    pub fn verify(&self, disk: &dyn Disk, interval_bytes: u32) -> Result<(), EngineError> {
-        let view = self.view(disk)?;
-        let s = scan(&view, self.base, interval_bytes);
-        if let Some(d) = s.damage {
-            return Err(EngineError::corrupted(
-                &self.paths.log,
-                d.offset,
-                d.position,
-                d.reason,
-            ));
-        }
-        let mismatch = |what: &str| {
-            EngineError::corrupted(
-                &self.paths.log,
-                s.next,
-                s.valid_len,
-                format!("{what} differs from the seal"),
-            )
-        };
-        if s.next != self.next || s.valid_len != self.len {
-            return Err(mismatch("end"));
-        }
-        if let Some(seal) = &self.seal {
-            if s.headers_crc.clone().finalize() != seal.headers_crc {
-                return Err(mismatch("checksum of batch headers"));
-            }
-            if s.batch_count != seal.batch_count
-                || s.max_timestamp != seal.max_timestamp
-                || s.max_expires_at != seal.max_expires_at
-            {
-                return Err(mismatch("batch count or time bounds"));
-            }
-        }
-        // Records are parsed too: a CRC only proves the bytes are the ones
-        // written, and this is the scrubber's chance to check their shape.
-        self.for_each_batch(
-            disk,
-            ScanStart {
-                relative_offset: 0,
-                position: 0,
-            },
-            |h, r| self.decode_records(h, r, |_| ControlFlow::Continue(())),
-        )
+    /// What verifying this segment needs, taken so that the check itself
+    /// can run without the log's lock (see `SegmentCheck`).
+    pub fn check(&self, disk: &dyn Disk, interval_bytes: u32) -> Result<SegmentCheck, EngineError> {
+        Ok(SegmentCheck {
+            view: self.view(disk)?,
+            base: self.base,
+            next: self.next,
+            seal: self.seal,
+            path: self.paths.log.clone(),
+            interval_bytes,
+        })
     }
 
     /// Appends to `out` the bytes of this segment's whole batches from the
@@ -747,5 +713,79 @@ fn write_index_files(
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "could not write index; it will be rebuilt");
         }
+    }
+}
+
+/// A segment's bytes (a mapping that stays valid even if the file is
+/// replaced or deleted meanwhile) and what they must hold: a full check
+/// of every CRC, record and offset, and of every seal field, that needs no
+/// lock on the log (`Log::segment_check`).
+#[derive(Debug, Clone)]
+pub struct SegmentCheck {
+    view: Bytes,
+    base: Offset,
+    next: Offset,
+    seal: Option<Seal>,
+    path: PathBuf,
+    interval_bytes: u32,
+}
+
+impl SegmentCheck {
+    /// Bytes the check reads.
+    pub fn len_bytes(&self) -> u64 {
+        self.view.len() as u64
+    }
+
+    /// Runs the check; the error names the segment and the damage.
+    pub fn run(&self) -> Result<(), EngineError> {
+        let corrupt = |offset, position, reason: String| {
+            EngineError::corrupted(&self.path, offset, position, reason)
+        };
+        let s = scan(&self.view, self.base, self.interval_bytes);
+        if let Some(d) = s.damage {
+            return Err(corrupt(d.offset, d.position, d.reason));
+        }
+        let mismatch =
+            |what: &str| corrupt(s.next, s.valid_len, format!("{what} differs from the seal"));
+        if s.next != self.next || s.valid_len != self.view.len() as u64 {
+            return Err(mismatch("end"));
+        }
+        if let Some(seal) = &self.seal {
+            if s.headers_crc.clone().finalize() != seal.headers_crc {
+                return Err(mismatch("checksum of batch headers"));
+            }
+            if s.batch_count != seal.batch_count
+                || s.max_timestamp != seal.max_timestamp
+                || s.max_expires_at != seal.max_expires_at
+            {
+                return Err(mismatch("batch count or time bounds"));
+            }
+        }
+        // Records are parsed too: a CRC only proves the bytes are the ones
+        // written, and this is the scrubber's chance to check their shape.
+        let mut pos = 0usize;
+        while pos < self.view.len() {
+            let header = BatchHeader::decode(&self.view[pos..])
+                .map_err(|e| corrupt(self.base, pos as u64, e.0))?;
+            let start = pos + BATCH_HEADER_BYTES;
+            let records = self
+                .view
+                .get(start..start + header.records_len as usize)
+                .ok_or_else(|| {
+                    corrupt(
+                        header.base_offset,
+                        pos as u64,
+                        "records past the end".into(),
+                    )
+                })?;
+            let mut iter = RecordIter::new(records, header.record_count);
+            for raw in iter.by_ref() {
+                raw.map_err(|e| corrupt(header.base_offset, pos as u64, e.0))?;
+            }
+            iter.finish()
+                .map_err(|e| corrupt(header.base_offset, pos as u64, e.0))?;
+            pos += header.total_len() as usize;
+        }
+        Ok(())
     }
 }

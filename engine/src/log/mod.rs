@@ -27,7 +27,7 @@ use crate::error::EngineError;
 use crate::format::iter_headers;
 use crate::record::{MessageId, Offset, Record, Timestamp};
 use crate::recovery;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Segment, SegmentCheck};
 
 mod repair;
 
@@ -500,12 +500,19 @@ impl Log {
     /// Reads a whole segment and checks every checksum, record and seal
     /// field (for a background scrubber).
     pub fn verify_segment(&self, base: Offset) -> Result<(), EngineError> {
+        self.segment_check(base)?.run()
+    }
+
+    /// What `verify_segment` checks, taken under the caller's lock and run
+    /// (`SegmentCheck::run`) after releasing it: the scrubber's way to
+    /// verify a segment without holding up writers.
+    pub fn segment_check(&self, base: Offset) -> Result<SegmentCheck, EngineError> {
         let segment = self
             .segments
             .iter()
             .find(|s| s.base == base)
             .ok_or(EngineError::NoSuchSegment { base })?;
-        segment.verify(self.disk.as_ref(), self.config.index_interval_bytes)
+        segment.check(self.disk.as_ref(), self.config.index_interval_bytes)
     }
 
     /// Removes every record after `last_kept`. See `truncate_from`.
