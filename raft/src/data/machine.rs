@@ -365,9 +365,36 @@ impl DataMachine {
         self.partitions.get(&key)
     }
 
+    /// Every partition this group holds, in order.
+    pub fn partition_keys(&self) -> impl Iterator<Item = PartitionKey> + '_ {
+        self.partitions.keys().copied()
+    }
+
     /// The consumer groups, for reads.
     pub fn consumers(&self) -> &ConsumerGroups {
         &self.consumers
+    }
+
+    /// Replaces the damaged sealed segment at `base` of partition `key`
+    /// with `bytes`, another replica's batches for exactly its offsets
+    /// (`Log::replace_sealed_segment` checks them first). This changes no
+    /// state a reader can see: the records are the same, only whole again.
+    pub fn replace_damaged_segment(
+        &mut self,
+        key: PartitionKey,
+        base: Offset,
+        bytes: &[u8],
+    ) -> Result<(), MachineError> {
+        // A dropped partition has no segment left to repair.
+        let gone = MachineError::Engine {
+            key,
+            source: EngineError::NoSuchSegment { base },
+        };
+        let partition = self.partitions.get_mut(&key).ok_or(gone)?;
+        partition
+            .log_mut()
+            .replace_sealed_segment(base, bytes)
+            .map_err(|source| MachineError::Engine { key, source })
     }
 
     /// Applies an encoded proposal and returns the encoded reply. An

@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod consumer;
+pub mod fence;
 pub mod machine;
 pub mod message_id;
 pub mod partition;

@@ -21,8 +21,8 @@ mod type_config;
 
 pub use log_store::GroupLogStore;
 pub use network::{
-    ForwardFailed, HttpNetwork, HttpPeer, HttpSegmentFetcher, LeaderClient, RaftHost,
-    SnapshotBytes, http_client,
+    BatchCopyError, BatchSource, ForwardFailed, HttpNetwork, HttpPeer, HttpSegmentFetcher,
+    LeaderClient, RaftHost, SnapshotBytes, http_client,
 };
 pub use state_machine::{GroupMachine, Hosted, Prepared, StateMachine};
 pub use type_config::{Command, Reply, TypeConfig};

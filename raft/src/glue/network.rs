@@ -39,6 +39,7 @@ use openraft::{OptionalSend, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::data::fence::{BatchRange, Fences};
 use crate::data::snapshot::{PinnedSegment, PinnedSegments, SegmentFetcher};
 use crate::glue::TypeConfig;
 use crate::glue::cluster::{self, ClusterError, MembershipChange};
@@ -198,11 +199,30 @@ impl RaftNetworkV2<C> for HttpPeer {
     }
 }
 
+/// Why a peer's batches could not be copied (the `batches` RPC).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchCopyError {
+    /// This node holds no such partition or range.
+    #[error("not here: {0}")]
+    NotHere(String),
+    /// This node's own copy is fenced (damaged) or could not be read.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Copies verified batches of this node's partitions for repairing peers.
+pub trait BatchSource: Send + Sync {
+    /// The batches holding exactly `range` of a partition of `group`.
+    fn copy(&self, group: GroupId, range: BatchRange) -> Result<Vec<u8>, BatchCopyError>;
+}
+
 /// The Raft groups a node hosts, as the RPC server sees them.
 pub struct RaftHost<SM: RaftStateMachine<C>> {
     secret: ClusterSecret,
     groups: RwLock<HashMap<GroupId, Raft<C, SM>>>,
     pins: RwLock<HashMap<GroupId, PinnedSegments>>,
+    fences: Arc<Fences>,
+    batches: RwLock<Option<Arc<dyn BatchSource>>>,
 }
 
 impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>> RaftHost<SM> {
@@ -212,7 +232,28 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>> RaftHost<SM> {
             secret,
             groups: RwLock::new(HashMap::new()),
             pins: RwLock::new(HashMap::new()),
+            fences: Arc::new(Fences::default()),
+            batches: RwLock::new(None),
         })
+    }
+
+    /// The fences of this node's damaged partition data: a fenced group
+    /// gets no vote or leadership from here, a fenced partition's data is
+    /// not sent to peers.
+    pub fn fences(&self) -> &Arc<Fences> {
+        &self.fences
+    }
+
+    /// Serves the `batches` RPC (repairs) from `source`.
+    pub fn set_batch_source(&self, source: Arc<dyn BatchSource>) {
+        *self.batches.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    fn batch_source(&self) -> Option<Arc<dyn BatchSource>> {
+        self.batches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Serves the pinned snapshot segments of `group` to fetching peers.
@@ -286,6 +327,18 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
         },
         Err(r) => return rejection(r),
     };
+    // A replica with damaged data must not help decide what its group
+    // holds: no vote, no leadership (data/fence.rs).
+    let fenced = || {
+        let why = format!(
+            "this replica of group {} is fenced: repairing damaged data",
+            group_id.0
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+    };
+    if matches!(rpc.as_str(), "vote" | "transfer") && host.fences.is_group_fenced(group_id) {
+        return fenced();
+    }
     match rpc.as_str() {
         "append" => match decode_body::<AppendEntriesRequest<C>>(&body) {
             Ok(req) => reply(&raft.append_entries(req).await),
@@ -330,6 +383,7 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
             Err(r) => rejection(r),
         },
         "segment" => match decode_body::<PinnedSegment>(&body) {
+            Ok(segment) if host.fences.is_fenced(group_id, segment.key) => fenced(),
             Ok(segment) => {
                 let Some(pins) = host.pins(group_id) else {
                     return rejection(RpcRejection::UnknownGroup(group));
@@ -345,6 +399,26 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
                     }
                     Ok(Err(e)) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                }
+            }
+            Err(r) => rejection(r),
+        },
+        "batches" => match decode_body::<BatchRange>(&body) {
+            Ok(range) => {
+                let Some(source) = host.batch_source() else {
+                    return rejection(RpcRejection::UnknownGroup(group));
+                };
+                let copied =
+                    tokio::task::spawn_blocking(move || source.copy(group_id, range)).await;
+                match copied {
+                    Ok(Ok(bytes)) => (StatusCode::OK, bytes).into_response(),
+                    Ok(Err(e @ BatchCopyError::NotHere(_))) => {
+                        (StatusCode::NOT_FOUND, e.to_string()).into_response()
+                    }
+                    Ok(Err(e @ BatchCopyError::Unavailable(_))) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
                     }
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
                 }
@@ -481,6 +555,22 @@ impl LeaderClient {
         self.call(addr, group, "membership", body, timeout).await
     }
 
+    /// Asks the peer at `addr` for its verified batches of `range`, to
+    /// repair this node's damaged copy.
+    pub async fn batches(
+        &self,
+        addr: &str,
+        group: GroupId,
+        range: &BatchRange,
+        timeout: Duration,
+    ) -> Result<Bytes, ForwardFailed> {
+        let body = encode_body(range).map_err(|e| ForwardFailed {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.send(addr, group, "batches", body, timeout).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         addr: &str,
@@ -489,6 +579,22 @@ impl LeaderClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Result<T, ClusterError>, ForwardFailed> {
+        let bytes = self.send(addr, group, rpc, body, timeout).await?;
+        decode_body(&bytes).map_err(|e| ForwardFailed {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// One RPC; its answer's body when the status is a success.
+    async fn send(
+        &self,
+        addr: &str,
+        group: GroupId,
+        rpc: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, ForwardFailed> {
         let failed = |reason: String| ForwardFailed {
             addr: addr.to_string(),
             reason,
@@ -509,6 +615,6 @@ impl LeaderClient {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
             return Err(failed(format!("HTTP {status}: {text}")));
         }
-        decode_body(&bytes).map_err(|e| failed(e.to_string()))
+        Ok(bytes)
     }
 }

@@ -134,6 +134,15 @@ impl<M: GroupMachine> StateMachine<M> {
         self.shared.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes the hosted machine outside apply, for a repair that leaves
+    /// its state as readers see it (damaged bytes replaced by the same
+    /// records). Waits for a running checkpoint or install, then holds the
+    /// write lock: applies and reads wait for `f`.
+    pub fn repair<T>(&self, f: impl FnOnce(&mut M) -> T) -> T {
+        let _apart = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut self.write().machine)
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, Hosted<M>> {
         self.shared.write().unwrap_or_else(|p| p.into_inner())
     }

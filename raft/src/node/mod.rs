@@ -40,10 +40,12 @@ use crate::meta::machine::MetaMachine;
 use crate::transport::rpc::ClusterSecret;
 use crate::wal::{Wal, WalError};
 
+mod repair;
 mod routing;
 mod status;
 mod watch;
 
+pub use repair::ScrubCursor;
 pub use routing::{MEMBERSHIP_TIMEOUT_MS, RouteError, Routed};
 pub use status::GroupStatus;
 
@@ -251,6 +253,14 @@ impl Node {
             host.insert(group, raft.clone());
             groups.insert(group, (raft, sm));
         }
+        host.set_batch_source(Arc::new(repair::LocalBatches {
+            machines: groups
+                .iter()
+                .filter(|(g, _)| **g != META_GROUP)
+                .map(|(g, (_, sm))| (*g, sm.clone()))
+                .collect(),
+            fences: Arc::clone(host.fences()),
+        }));
         let leaders = LeaderClient::new(client, config.secret.clone());
         Ok(Node {
             config,

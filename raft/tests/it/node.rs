@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_engine::disk::FileDisk;
-use sluice_raft::GroupId;
-use sluice_raft::node::{META_GROUP, Node, NodeConfig, NodeMachine, preferred_leader};
+use sluice_engine::{LogConfig, Timestamp};
+use sluice_raft::data::command::{DataCommand, DataProposal, DataReply, NewMessage, Produce};
+use sluice_raft::node::{META_GROUP, Node, NodeConfig, NodeMachine, ScrubCursor, preferred_leader};
+use sluice_raft::{GroupId, PartitionId, PartitionKey, QueueId, RequestId};
 
 use crate::cluster::secret;
 
@@ -25,6 +27,10 @@ struct Running {
 }
 
 async fn start_three() -> (Vec<Running>, BTreeMap<u64, String>) {
+    start_three_with(|_| {}).await
+}
+
+async fn start_three_with(tune: impl Fn(&mut NodeConfig)) -> (Vec<Running>, BTreeMap<u64, String>) {
     let mut listeners = Vec::new();
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
@@ -43,6 +49,7 @@ async fn start_three() -> (Vec<Running>, BTreeMap<u64, String>) {
         config.data_groups = DATA_GROUPS;
         config.heartbeat_ms = 100;
         config.election_ms = (400, 800);
+        tune(&mut config);
         let node = Node::open(config, Arc::new(FileDisk)).await.expect("open");
         let router = node.router();
         let server = tokio::spawn(async move {
@@ -143,6 +150,190 @@ async fn nodes_form_every_group_register_data_groups_and_spread_leaders() {
             Some("http://127.0.0.1:9")
         );
     }
+    for n in nodes {
+        n.node.shutdown().await.expect("shutdown");
+        n.server.abort();
+    }
+}
+
+const REPAIRED_GROUP: GroupId = GroupId(1);
+const REPAIRED_QUEUE: QueueId = QueueId(5);
+
+async fn propose_data(node: &Node, request: u128, command: DataCommand) -> DataReply {
+    let proposal = DataProposal {
+        request_id: RequestId(request),
+        proposed_at: Timestamp::now(),
+        command,
+    };
+    let routed = node
+        .propose(REPAIRED_GROUP, proposal.encode().expect("encode"))
+        .await
+        .expect("commit");
+    DataReply::decode(&routed.value).expect("reply")
+}
+
+/// Every (offset, body) of the repaired queue's partition 0 on `node`.
+fn partition_contents(node: &Node) -> Vec<(u64, Vec<u8>)> {
+    let hosted = node.machine(REPAIRED_GROUP).expect("group").read();
+    let NodeMachine::Data(data) = hosted.machine() else {
+        panic!("a data group")
+    };
+    let key = PartitionKey {
+        queue: REPAIRED_QUEUE,
+        partition: PartitionId(0),
+    };
+    let log = data.partition(key).expect("partition").log();
+    let mut out = Vec::new();
+    let mut at = log.start_offset();
+    while at < log.next_offset() {
+        let records = log.read(at, 1_000, 1 << 20).expect("read");
+        at = records.last().expect("records").offset.plus(1);
+        out.extend(
+            records
+                .into_iter()
+                .map(|r| (r.offset.0, r.payload.to_vec())),
+        );
+    }
+    out
+}
+
+/// The sealed segments of the repaired partition on `node`.
+fn sealed_segments(node: &Node) -> Vec<sluice_engine::SegmentInfo> {
+    let hosted = node.machine(REPAIRED_GROUP).expect("group").read();
+    let NodeMachine::Data(data) = hosted.machine() else {
+        panic!("a data group")
+    };
+    let key = PartitionKey {
+        queue: REPAIRED_QUEUE,
+        partition: PartitionId(0),
+    };
+    let log = data.partition(key).expect("partition").log();
+    log.segments().into_iter().filter(|s| s.sealed).collect()
+}
+
+/// Goal: corruption fencing (issue [2/5], milestone C). A replica whose
+/// partition data fails its checks stops serving votes and leadership in
+/// its group until it re-fetches the data from a peer, and ends with
+/// exactly the peers' records. Method: three in-process nodes with small
+/// segments; flip a byte in a sealed segment of the group's leader; the
+/// scrubber finds it; the vote RPC is refused; a repair pass hands the
+/// leadership away and swaps in a peer's batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_replica_is_fenced_hands_off_leadership_and_repairs_from_a_peer() {
+    let (nodes, members) = start_three_with(|config| {
+        config.log_config = LogConfig {
+            segment_bytes_max: 4096,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        };
+        // Checkpoints flush (and so seal) partition segments.
+        config.checkpoint_entries = 4;
+    })
+    .await;
+    for n in &nodes {
+        n.node.form(&members).await.expect("form");
+    }
+    let created = propose_data(
+        &nodes[0].node,
+        1,
+        DataCommand::CreateQueue {
+            queue: REPAIRED_QUEUE,
+            partitions: 1,
+        },
+    )
+    .await;
+    assert_eq!(created, DataReply::Done);
+    for batch in 0..30u64 {
+        let messages = (0..10)
+            .map(|i| NewMessage {
+                partition: PartitionId(0),
+                ttl_secs: 86_400,
+                sequence: None,
+                content_type: None,
+                headers: Vec::new(),
+                body: format!("message {batch}.{i} {}", "x".repeat(150)).into_bytes(),
+            })
+            .collect();
+        let reply = propose_data(
+            &nodes[0].node,
+            100 + u128::from(batch),
+            DataCommand::Produce(Produce {
+                queue: REPAIRED_QUEUE,
+                producer: None,
+                messages,
+            }),
+        )
+        .await;
+        assert!(matches!(reply, DataReply::Produced(_)), "{reply:?}");
+    }
+    let leader_id = nodes[0].node.leader(REPAIRED_GROUP).expect("a leader").0;
+    let victim = &nodes[(leader_id - 1) as usize].node;
+    // Every replica applies everything, and the victim seals segments.
+    let expected = partition_contents(&nodes[0].node);
+    assert_eq!(expected.len(), 300);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sealed_segments(victim).len() < 3
+        || nodes
+            .iter()
+            .any(|n| partition_contents(&n.node) != expected)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas converge and seal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let segment = sealed_segments(victim)[1].clone();
+    let mut bytes = std::fs::read(&segment.path).expect("read");
+    bytes[100] ^= 0x40;
+    std::fs::write(&segment.path, &bytes).expect("damage");
+    let mut cursor = ScrubCursor::default();
+    while victim.fences().list().is_empty() {
+        assert!(
+            victim.scrub_next(&mut cursor).await > 0,
+            "the scrubber finds it in one round"
+        );
+    }
+    let (damage, _) = victim.fences().list()[0];
+    assert_eq!((damage.group, damage.base), (REPAIRED_GROUP, segment.base));
+    assert!(victim.fences().is_group_fenced(REPAIRED_GROUP));
+
+    // Fenced: its vote RPC is refused.
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://{}/raft/{}/vote",
+            members[&leader_id], REPAIRED_GROUP.0
+        ))
+        .header("authorization", secret().header_value())
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("vote RPC");
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+
+    assert_eq!(victim.repair_pass().await, 1, "repaired from a peer");
+    assert!(victim.fences().list().is_empty());
+    assert_eq!(victim.fences().repaired_total(), 1);
+    assert_eq!(
+        partition_contents(victim),
+        expected,
+        "the peers' records, whole"
+    );
+    victim
+        .raft(REPAIRED_GROUP)
+        .expect("group")
+        .wait(WAIT)
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != leader_id),
+            "another node leads",
+        )
+        .await
+        .expect("leadership was handed away");
+    let mut cursor = ScrubCursor::default();
+    while victim.scrub_next(&mut cursor).await > 0 {}
+    assert!(victim.fences().list().is_empty(), "every segment verifies");
+
     for n in nodes {
         n.node.shutdown().await.expect("shutdown");
         n.server.abort();
