@@ -25,6 +25,12 @@ pub const READ_CAP_MAX: usize = 100_000;
 pub const DISK_RESERVE_MB_DEFAULT: u64 = 256;
 /// Largest reserve, in MiB (1 PiB: a larger one is a typo).
 pub const DISK_RESERVE_MB_MAX: u64 = 1 << 30;
+/// Default size at which a partition log starts a new segment, in KiB.
+pub const SEGMENT_KIB_DEFAULT: u64 = 64 * 1024;
+/// Default pace of the scrubber, which re-verifies sealed segments.
+pub const SCRUB_MIB_PER_S_DEFAULT: u64 = 8;
+/// Fastest configurable scrubber (0 turns it off).
+pub const SCRUB_MIB_PER_S_MAX: u64 = 10_000;
 /// Longest accepted `--config` file.
 const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most `--app-key` entries.
@@ -74,6 +80,12 @@ pub struct ServeArgs {
     /// Free space (MiB) the data directory's disk keeps: writes are refused with 507 below it [default: 256].
     #[arg(long, env = "SLUICE_DISK_RESERVE_MB")]
     pub disk_reserve_mb: Option<u64>,
+    /// Size (KiB) at which a partition log starts a new segment [default: 65536].
+    #[arg(long, env = "SLUICE_SEGMENT_KIB")]
+    pub segment_kib: Option<u64>,
+    /// MiB/s the scrubber re-verifies sealed segments at; 0 turns it off [default: 8].
+    #[arg(long, env = "SLUICE_SCRUB_MIB_PER_S")]
+    pub scrub_mib_per_s: Option<u64>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLUICE_LOG_JSON")]
     pub log_json: bool,
@@ -141,6 +153,8 @@ struct FileSettings {
     app_keys: Vec<String>,
     read_cap: Option<usize>,
     disk_reserve_mb: Option<u64>,
+    segment_kib: Option<u64>,
+    scrub_mib_per_s: Option<u64>,
     log_json: Option<bool>,
     token_secret: Option<String>,
     token_verify_url: Option<String>,
@@ -213,6 +227,10 @@ pub struct ServeConfig {
     pub read_cap: usize,
     /// Free space the disk keeps; writes are refused below it.
     pub disk_reserve_bytes: u64,
+    /// Size at which a partition log starts a new segment.
+    pub segment_bytes: u64,
+    /// Bytes per second the scrubber verifies (0: off).
+    pub scrub_bytes_per_s: u64,
     /// Whether logs are JSON lines.
     pub log_json: bool,
     /// Seconds a Hawk timestamp may differ from the clock.
@@ -351,6 +369,30 @@ impl ServeConfig {
                 format!("{reserve_mb} is over {DISK_RESERVE_MB_MAX}"),
             ));
         }
+        let segment_kib = args
+            .segment_kib
+            .or(file.segment_kib)
+            .unwrap_or(SEGMENT_KIB_DEFAULT);
+        let (min_kib, max_kib) = (
+            sluice_engine::limits::SEGMENT_BYTES_MIN / 1024,
+            sluice_engine::limits::SEGMENT_BYTES_MAX / 1024,
+        );
+        if !(min_kib..=max_kib).contains(&segment_kib) {
+            return Err(invalid(
+                "segment-kib",
+                format!("{segment_kib} is not in {min_kib}..={max_kib}"),
+            ));
+        }
+        let scrub_mib_per_s = args
+            .scrub_mib_per_s
+            .or(file.scrub_mib_per_s)
+            .unwrap_or(SCRUB_MIB_PER_S_DEFAULT);
+        if scrub_mib_per_s > SCRUB_MIB_PER_S_MAX {
+            return Err(invalid(
+                "scrub-mib-per-s",
+                format!("{scrub_mib_per_s} is over {SCRUB_MIB_PER_S_MAX}"),
+            ));
+        }
         let hawk_skew_s = args
             .hawk_skew_s
             .or(file.hawk_skew_s)
@@ -377,6 +419,8 @@ impl ServeConfig {
             app_keys,
             read_cap,
             disk_reserve_bytes: reserve_mb * 1024 * 1024,
+            segment_bytes: segment_kib * 1024,
+            scrub_bytes_per_s: scrub_mib_per_s * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
             token: token_settings(TokenInputs {
                 secret: args.token_secret.or(file.token_secret),

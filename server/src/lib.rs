@@ -13,6 +13,7 @@ pub mod disk_space;
 pub mod hawk_auth;
 pub mod http;
 pub mod metrics;
+pub mod repair;
 pub mod secrets;
 pub mod startup;
 pub mod token;

@@ -2,7 +2,8 @@
 //! node: HTTP requests and latency by route and status, messages and bytes
 //! produced and consumed through this node, per-partition offsets and
 //! consumer-group lag on this node's replicas, Raft progress per group,
-//! and the WAL's fsync batch sizes and latency.
+//! and the WAL's fsync batch sizes and latency; damaged segments found
+//! and repaired, and the scrubber's progress.
 //!
 //! Counters live here (updated by handlers and a route layer); the rest
 //! is read from the node when scraped. Label values are bounded: routes
@@ -158,6 +159,7 @@ pub fn render(state: &AppState) -> String {
     }
     raft(&mut out, state);
     wal(&mut out, state);
+    damage(&mut out, state);
     let truncated = partitions(&mut out, state);
     header(
         &mut out,
@@ -202,6 +204,41 @@ fn raft(out: &mut String, state: &AppState) {
     for s in &statuses {
         let leads = u8::from(s.leader == Some(node.id()));
         let _ = writeln!(out, "{name}{{group=\"{}\"}} {leads}", s.group);
+    }
+}
+
+/// The scrubber and the repairs of damaged partition data.
+fn damage(out: &mut String, state: &AppState) {
+    let fences = state.cluster.node().fences();
+    let series = [
+        (
+            "sluice_damaged_segments",
+            "gauge",
+            "Partition segments on this node that failed a check and await repair (their partitions are fenced).",
+            fences.list().len() as u64,
+        ),
+        (
+            "sluice_damaged_segments_found_total",
+            "counter",
+            "Damaged partition segments found by reads or the scrubber.",
+            fences.found_total(),
+        ),
+        (
+            "sluice_damaged_segments_repaired_total",
+            "counter",
+            "Damaged partition segments repaired from a peer's copy.",
+            fences.repaired_total(),
+        ),
+        (
+            "sluice_scrubbed_bytes_total",
+            "counter",
+            "Bytes of sealed partition segments the scrubber verified.",
+            fences.scrubbed_bytes_total(),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
 
     let mut node_config = NodeConfig::new(config.node_id, addr, data_dir.clone(), secret);
     node_config.data_groups = config.groups;
+    node_config.log_config.segment_bytes_max = config.segment_bytes;
     let route_timeout_ms = node_config.route_timeout_ms;
     let node = Arc::new(Node::open(node_config, Arc::new(FileDisk)).await?);
     let state = AppState {
@@ -133,6 +134,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
     tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::repair::scrub(
+        Arc::clone(&node),
+        config.scrub_bytes_per_s,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::repair::repair(Arc::clone(&node), stop_rx.clone()));
     let server = {
         // With the peer's address: the token endpoint limits per client.
         let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
@@ -314,7 +321,8 @@ fn print_banner(
     println!("sluice: ready");
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
+/// Resolves once `stop` turns true (shutdown began).
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

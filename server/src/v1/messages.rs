@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -19,7 +19,8 @@ use sluice_raft::data::command::{
 use sluice_raft::data::message_id::{message_id, timestamp_of};
 use sluice_raft::data::partition::{CONTENT_TYPE_HEADER, Partition};
 use sluice_raft::meta::command::Queue;
-use sluice_raft::{PartitionId, PartitionKey};
+use sluice_raft::node::Node;
+use sluice_raft::{GroupId, PartitionId, PartitionKey};
 
 use crate::cluster::Led;
 use crate::http::AppState;
@@ -27,6 +28,7 @@ use crate::v1::error::V1Error;
 use crate::v1::params::{self, Params, int_in, partition_id, partition_number};
 use crate::v1::queues::ensure_partitions;
 use crate::v1::{lookup_queue, read_body};
+use crate::v2::forward::{self, Replay};
 
 /// Default time to live: 3 days.
 pub const TTL_SECS_DEFAULT: u64 = 259_200;
@@ -140,6 +142,8 @@ pub async fn post(
 pub async fn read(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, V1Error> {
@@ -172,6 +176,7 @@ pub async fn read(
     let numbers = parse_partition_list(query.get("partitions").unwrap_or("1"))?;
     let now = Timestamp::now();
     let count = queue.settings.partitions;
+    let node = state.cluster.node();
     let led = state
         .cluster
         .data(queue.group, queue.settings.consistency, |data| {
@@ -189,15 +194,23 @@ pub async fn read(
                 let Some(partition) = data.partition(key) else {
                     continue;
                 };
-                let (records, more) = read_partition(partition, since, descending, limit, now)?;
+                let (records, more) = unless_damaged(node, queue.group, key, || {
+                    read_partition(partition, since, descending, limit, now)
+                })?;
                 truncated |= more;
                 bytes += records.iter().map(|r| r.payload.len() as u64).sum::<u64>();
                 out.extend(records.iter().map(|r| message_json(r, n)));
             }
-            Ok::<_, EngineError>((out, bytes, truncated))
+            Ok((out, bytes, truncated))
         })
         .await?;
-    let (messages, bytes, truncated) = led.value.as_ref().map_err(storage_error)?;
+    let (messages, bytes, truncated) = match &led.value {
+        Ok(read) => read,
+        Err(ReadFailure::Damaged) => {
+            return read_elsewhere(&state, &queue, &method, &uri, &headers).await;
+        }
+        Err(ReadFailure::Storage(e)) => return Err(storage_error(e)),
+    };
     state.metrics.consumed(messages.len() as u64, *bytes);
     let mut response = Json(json!({"status": "ok", "messages": messages})).into_response();
     if capped && *truncated {
@@ -212,6 +225,8 @@ pub async fn read(
 pub async fn get_by_ids(
     State(state): State<AppState>,
     Path((app, name, ids)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, V1Error> {
     let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
@@ -219,6 +234,7 @@ pub async fn get_by_ids(
     caller?.may_read(&queue)?;
     let now = Timestamp::now();
     let count = queue.settings.partitions;
+    let node = state.cluster.node();
     let led = state
         .cluster
         .data(queue.group, queue.settings.consistency, |data| {
@@ -231,14 +247,22 @@ pub async fn get_by_ids(
                     queue: queue.id,
                     partition: p,
                 };
-                if let Some(record) = data.partition(key).map(|p| p.get(id, now)).transpose()? {
-                    out.extend(record.map(|r| message_json(&r, *n)));
-                }
+                let Some(partition) = data.partition(key) else {
+                    continue;
+                };
+                let record = unless_damaged(node, queue.group, key, || partition.get(id, now))?;
+                out.extend(record.map(|r| message_json(&r, *n)));
             }
-            Ok::<_, EngineError>(out)
+            Ok(out)
         })
         .await?;
-    let messages = led.value.as_ref().map_err(storage_error)?;
+    let messages = match &led.value {
+        Ok(messages) => messages,
+        Err(ReadFailure::Damaged) => {
+            return read_elsewhere(&state, &queue, &method, &uri, &headers).await;
+        }
+        Err(ReadFailure::Storage(e)) => return Err(storage_error(e)),
+    };
     Ok(routed(
         Json(json!({"status": "ok", "messages": messages})).into_response(),
         &led,
@@ -325,6 +349,7 @@ pub async fn delete_by_ids(
 /// scan: `include_count` is opt-in).
 pub async fn live_count(state: &AppState, queue: &Queue) -> Result<u64, V1Error> {
     let now = Timestamp::now();
+    let node = state.cluster.node();
     let led = state
         .cluster
         .data(queue.group, queue.settings.consistency, |data| {
@@ -335,13 +360,75 @@ pub async fn live_count(state: &AppState, queue: &Queue) -> Result<u64, V1Error>
                     partition: PartitionId(p),
                 };
                 if let Some(partition) = data.partition(key) {
-                    total += count_live(partition, now)?;
+                    total += unless_damaged(node, queue.group, key, || count_live(partition, now))?;
                 }
             }
-            Ok::<_, EngineError>(total)
+            Ok(total)
         })
         .await?;
-    led.value.map_err(|e| storage_error(&e))
+    match led.value {
+        Ok(total) => Ok(total),
+        Err(ReadFailure::Damaged) => Err(repairing()),
+        Err(ReadFailure::Storage(e)) => Err(storage_error(&e)),
+    }
+}
+
+/// Why a read of this node's replicas failed.
+enum ReadFailure {
+    /// A partition's copy here is damaged (fenced): another node must
+    /// answer, and nothing read here may be served.
+    Damaged,
+    /// Any other storage failure.
+    Storage(EngineError),
+}
+
+/// Runs `read` of partition `key` unless its copy here is fenced; a read
+/// that finds damage fences it.
+fn unless_damaged<T>(
+    node: &Node,
+    group: GroupId,
+    key: PartitionKey,
+    read: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, ReadFailure> {
+    if node.fences().is_fenced(group, key) {
+        return Err(ReadFailure::Damaged);
+    }
+    read().map_err(|e| {
+        if node.report_damage(group, key, &e) {
+            ReadFailure::Damaged
+        } else {
+            ReadFailure::Storage(e)
+        }
+    })
+}
+
+/// Serves a read from another node while a partition's copy here is
+/// damaged (see `forward::read_elsewhere`).
+async fn read_elsewhere(
+    state: &AppState,
+    queue: &Queue,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, V1Error> {
+    let replay = Replay {
+        method,
+        uri,
+        headers,
+        body: axum::body::Bytes::new(),
+    };
+    forward::read_elsewhere(state, queue.group, replay)
+        .await
+        .map_err(|e| V1Error::new(e.status, "partitions", e.message))
+}
+
+/// 503 while a partition's copy here is being repaired.
+fn repairing() -> V1Error {
+    V1Error::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "partitions",
+        "a partition's copy on this node is damaged and being repaired from peers; retry",
+    )
 }
 
 /// Proposes `command`; if the data group does not know the queue (or all

@@ -9,8 +9,9 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sluice_engine::{Offset, Timestamp};
@@ -23,6 +24,7 @@ use crate::v1::lookup_queue;
 use crate::v1::messages::routed;
 use crate::v2::chunk::{self, Chunk, ChunkError};
 use crate::v2::error::V2Error;
+use crate::v2::forward::{self, Replay};
 use crate::v2::message_frames;
 use crate::v2::{Query, partition_in};
 
@@ -70,6 +72,8 @@ impl ReadBounds {
 pub async fn fetch(
     State(state): State<AppState>,
     Path((app, name, partition)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, V2Error> {
@@ -79,7 +83,15 @@ pub async fn fetch(
     let query = Query::parse(query)?;
     let offset = query.number("offset", 0, u64::MAX)?.map(Offset);
     let bounds = ReadBounds::from_query(&query, state.limits.wait_ms_max)?;
-    let led = read_waiting(&state, &queue, partition, offset, bounds).await?;
+    let Some(led) = read_waiting(&state, &queue, partition, offset, bounds).await? else {
+        let replay = Replay {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: Bytes::new(),
+        };
+        return forward::read_elsewhere(&state, queue.group, replay).await;
+    };
     let chunk = &led.value;
     let bytes: u64 = chunk.records.iter().map(|r| r.payload.len() as u64).sum();
     state.metrics.consumed(chunk.records.len() as u64, bytes);
@@ -112,14 +124,15 @@ pub async fn fetch(
 }
 
 /// Reads one partition from `offset`; when nothing is there yet, waits up
-/// to `bounds.wait` for this replica to apply more.
+/// to `bounds.wait` for this replica to apply more. `None`: this replica
+/// of the partition is fenced (damaged), and another must answer.
 async fn read_waiting(
     state: &AppState,
     queue: &Queue,
     partition: PartitionId,
     offset: Option<Offset>,
     bounds: ReadBounds,
-) -> Result<Led<Chunk>, V2Error> {
+) -> Result<Option<Led<Chunk>>, V2Error> {
     let mut deadline = Instant::now() + bounds.wait;
     let key = PartitionKey {
         queue: queue.id,
@@ -128,6 +141,9 @@ async fn read_waiting(
     let node = state.cluster.node();
     let mut consistency = queue.settings.consistency;
     loop {
+        if node.fences().is_fenced(queue.group, key) {
+            return Ok(None);
+        }
         // Read the applied index before the state: an apply in between
         // ends the wait below at once.
         let applied = node.applied_index(queue.group).unwrap_or(0);
@@ -160,6 +176,9 @@ async fn read_waiting(
                 .with("high_watermark", high_watermark));
             }
             Err(Some(ChunkError::Storage(e))) => {
+                if node.report_damage(queue.group, key, &e) {
+                    return Ok(None);
+                }
                 return Err(V2Error::internal(format!("reading the partition: {e}")));
             }
         };
@@ -167,11 +186,11 @@ async fn read_waiting(
         let progressed = !chunk.records.is_empty() || chunk.next_offset != asked;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if progressed || remaining.is_zero() {
-            return Ok(Led {
+            return Ok(Some(Led {
                 value: chunk,
                 group: led.group,
                 leader: led.leader,
-            });
+            }));
         }
         if !node
             .wait_applied_past(queue.group, applied, remaining)

@@ -89,6 +89,29 @@ pub async fn to_leader(
     }
 }
 
+/// Serves a read this node's replica must not answer: its copy of the
+/// partition is fenced (damaged, being repaired from peers). The group's
+/// leader answers instead; while this node leads (it is handing the
+/// leadership away), the answer is 503 `ReplicaRepairing`.
+pub async fn read_elsewhere(
+    state: &AppState,
+    group: GroupId,
+    request: Replay<'_>,
+) -> Result<Response, V2Error> {
+    match to_leader(state, group, request).await? {
+        Place::Forwarded(response) => Ok(response),
+        Place::Here(_) => Err(V2Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ReplicaRepairing",
+            format!(
+                "this node's copy of the partition is damaged and being repaired from peers; \
+                 group {} has no other leader yet",
+                group.0
+            ),
+        )),
+    }
+}
+
 /// One forward; an error string when the leader could not be reached.
 async fn forward(
     state: &AppState,

@@ -310,12 +310,26 @@ pub async fn poll(State(state): State<AppState>, at: AtLeader) -> Result<Respons
                         break;
                     }
                     let Some(part) = partition(p) else { continue };
+                    let partition_key = PartitionKey {
+                        queue: at.queue.id,
+                        partition: p,
+                    };
+                    // A damaged copy here serves nothing: this node hands
+                    // the group's leadership (and the polls) to a peer.
+                    if node.fences().is_fenced(data_group, partition_key) {
+                        continue;
+                    }
                     // A commit past the end (or a truncation) is clamped.
                     let from = at_offset.min(part.log().next_offset());
                     let chunk = match chunk::read(part, Some(from), left_messages, left_bytes, now)
                     {
                         Ok(chunk) => chunk,
                         Err(ChunkError::PastEnd { .. }) => continue,
+                        Err(ChunkError::Storage(e))
+                            if node.report_damage(data_group, partition_key, &e) =>
+                        {
+                            continue;
+                        }
                         Err(ChunkError::Storage(e)) => return Err(Polled::Storage(e.to_string())),
                     };
                     left_messages -= chunk.records.len();

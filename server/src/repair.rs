@@ -1,0 +1,61 @@
+//! The background work that keeps this node's replicas whole: the
+//! scrubber, which re-verifies sealed partition segments at a set pace,
+//! and the repairer, which fetches damaged segments from peers
+//! (`sluice_raft::node::repair` has the mechanics and the fencing rules).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_raft::node::{Node, ScrubCursor};
+use tokio::sync::watch;
+
+use crate::startup::stopped;
+
+/// Pause between repair passes while something is damaged.
+const REPAIR_RETRY_MS: u64 = 1_000;
+/// Pause after a full scrub round (or when there is nothing to scrub).
+const SCRUB_ROUND_PAUSE_MS: u64 = 10_000;
+
+/// Verifies sealed segments one at a time, pausing after each for as long
+/// as its bytes take at `bytes_per_s`; 0 turns the scrubber off.
+pub async fn scrub(node: Arc<Node>, bytes_per_s: u64, stop: watch::Receiver<bool>) {
+    if bytes_per_s == 0 {
+        return;
+    }
+    let mut cursor = ScrubCursor::default();
+    loop {
+        let bytes = node.scrub_next(&mut cursor).await;
+        let pause = if bytes == 0 {
+            Duration::from_millis(SCRUB_ROUND_PAUSE_MS)
+        } else {
+            Duration::from_secs_f64(bytes as f64 / bytes_per_s as f64)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+/// Repairs damaged segments as soon as one is reported, and retries
+/// every second while any is left (a peer may be down, or the segment
+/// not yet sealed).
+pub async fn repair(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    loop {
+        if !node.fences().list().is_empty() {
+            node.repair_pass().await;
+        }
+        let retry = !node.fences().list().is_empty();
+        let wait = async {
+            if retry {
+                tokio::time::sleep(Duration::from_millis(REPAIR_RETRY_MS)).await;
+            } else {
+                node.fences().reported().await;
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = stopped(stop.clone()) => return,
+        }
+    }
+}
