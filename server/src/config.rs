@@ -31,6 +31,11 @@ pub const SEGMENT_KIB_DEFAULT: u64 = 64 * 1024;
 pub const SCRUB_MIB_PER_S_DEFAULT: u64 = 8;
 /// Fastest configurable scrubber (0 turns it off).
 pub const SCRUB_MIB_PER_S_MAX: u64 = 10_000;
+/// Fewest Raft entries between checkpoints of a group.
+pub const CHECKPOINT_ENTRIES_MIN: u64 = 10;
+/// Most Raft entries between checkpoints of a group (the WAL keeps every
+/// entry since the last checkpoint, and a restart replays them).
+pub const CHECKPOINT_ENTRIES_MAX: u64 = 10_000_000;
 /// Longest accepted `--config` file.
 const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most `--app-key` entries.
@@ -83,6 +88,9 @@ pub struct ServeArgs {
     /// Size (KiB) at which a partition log starts a new segment [default: 65536].
     #[arg(long, env = "SLUICE_SEGMENT_KIB")]
     pub segment_kib: Option<u64>,
+    /// Raft entries between checkpoints of a group (they flush partition logs and let the WAL shrink) [default: 10000].
+    #[arg(long, env = "SLUICE_CHECKPOINT_ENTRIES")]
+    pub checkpoint_entries: Option<u64>,
     /// MiB/s the scrubber re-verifies sealed segments at; 0 turns it off [default: 8].
     #[arg(long, env = "SLUICE_SCRUB_MIB_PER_S")]
     pub scrub_mib_per_s: Option<u64>,
@@ -154,6 +162,7 @@ struct FileSettings {
     read_cap: Option<usize>,
     disk_reserve_mb: Option<u64>,
     segment_kib: Option<u64>,
+    checkpoint_entries: Option<u64>,
     scrub_mib_per_s: Option<u64>,
     log_json: Option<bool>,
     token_secret: Option<String>,
@@ -229,6 +238,8 @@ pub struct ServeConfig {
     pub disk_reserve_bytes: u64,
     /// Size at which a partition log starts a new segment.
     pub segment_bytes: u64,
+    /// Raft entries between checkpoints of a group.
+    pub checkpoint_entries: u64,
     /// Bytes per second the scrubber verifies (0: off).
     pub scrub_bytes_per_s: u64,
     /// Whether logs are JSON lines.
@@ -383,6 +394,18 @@ impl ServeConfig {
                 format!("{segment_kib} is not in {min_kib}..={max_kib}"),
             ));
         }
+        let checkpoint_entries = args
+            .checkpoint_entries
+            .or(file.checkpoint_entries)
+            .unwrap_or(sluice_raft::node::CHECKPOINT_ENTRIES_DEFAULT);
+        if !(CHECKPOINT_ENTRIES_MIN..=CHECKPOINT_ENTRIES_MAX).contains(&checkpoint_entries) {
+            return Err(invalid(
+                "checkpoint-entries",
+                format!(
+                    "{checkpoint_entries} is not in {CHECKPOINT_ENTRIES_MIN}..={CHECKPOINT_ENTRIES_MAX}"
+                ),
+            ));
+        }
         let scrub_mib_per_s = args
             .scrub_mib_per_s
             .or(file.scrub_mib_per_s)
@@ -420,6 +443,7 @@ impl ServeConfig {
             read_cap,
             disk_reserve_bytes: reserve_mb * 1024 * 1024,
             segment_bytes: segment_kib * 1024,
+            checkpoint_entries,
             scrub_bytes_per_s: scrub_mib_per_s * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
             token: token_settings(TokenInputs {

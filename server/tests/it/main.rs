@@ -1,6 +1,7 @@
 //! Multi-process tests of the `sluice` binary (`CARGO_BIN_EXE_sluice`),
 //! over HTTP on 127.0.0.1.
 
+mod damage;
 mod failover;
 mod membership;
 mod metrics;

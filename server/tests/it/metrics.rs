@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::support::Server;
 
 /// The value of the series named exactly `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -105,6 +105,25 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The value of one series of its `/metrics` (None when absent).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        crate::metrics::value(&text, series)
+    }
+
     /// `Authorization: Application <default key>`.
     pub fn auth(&self) -> String {
         format!("Application {}", self.key)
