@@ -1,14 +1,18 @@
 //! Raft replication for Sluice.
 //!
-//! Built so far: the node's write-ahead log ([`wal`]), one `sluice-engine`
-//! log holding the Raft entries, votes and commit markers of every group on
-//! the node, with group commit: one `fdatasync` per flush round however
-//! many groups wrote; [`glue`], the openraft log store on it (it passes
-//! openraft's storage suite); and [`data`], the deterministic pieces of the
-//! data groups' state machine (message ids and timestamps, idempotent
-//! producer windows, the request-id window). Still to come (issue [2/5]):
-//! the state machines and snapshots, the node-to-node transport and many
-//! groups per process.
+//! - [`wal`]: the node's write-ahead log, one `sluice-engine` log holding
+//!   the Raft entries, votes and commit markers of every group on the
+//!   node, with group commit (one `fdatasync` per flush round however many
+//!   groups wrote);
+//! - [`glue`]: openraft on it: the log store (it passes openraft's storage
+//!   suite), the state machine host with checkpoints, and Raft RPC over
+//!   HTTP with the cluster secret;
+//! - [`data`] and [`meta`]: the data groups' and the meta group's state
+//!   machines, snapshots as manifests of pinned segments, and the fences
+//!   around damaged partition data;
+//! - [`node`]: the node runtime: the meta group and N data groups over one
+//!   WAL, routing from any node to a group's leader, the scrubber and
+//!   repairs from peers.
 
 #![deny(missing_docs)]
 
