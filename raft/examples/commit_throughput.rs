@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::Config;
+use sluice_raft::node::{ELECTION_MS_MAX_DEFAULT, ELECTION_MS_MIN_DEFAULT, HEARTBEAT_MS_DEFAULT};
 use sluice_raft::testing::{LoopbackNode, members};
 use sluice_raft::transport::rpc::ClusterSecret;
 use sluice_raft::{Command, GroupId};
@@ -24,7 +25,16 @@ const GROUP: GroupId = GroupId(1);
 
 async fn cluster(nodes: u64) -> Result<Vec<LoopbackNode>, Error> {
     let secret = ClusterSecret::new("commit-throughput-measurement")?;
-    let config = Arc::new(Config::default().validate()?);
+    // The node runtime's timeouts, not openraft's (50 ms heartbeats,
+    // 150-300 ms elections): under full load on two shared cores those
+    // fire spurious elections, which no `sluice serve` would see.
+    let config = Config {
+        heartbeat_interval: HEARTBEAT_MS_DEFAULT,
+        election_timeout_min: ELECTION_MS_MIN_DEFAULT,
+        election_timeout_max: ELECTION_MS_MAX_DEFAULT,
+        ..Config::default()
+    };
+    let config = Arc::new(config.validate()?);
     let mut cluster = Vec::new();
     for id in 1..=nodes {
         cluster.push(LoopbackNode::start(id, [GROUP], Arc::clone(&config), &secret, true).await?);
@@ -39,6 +49,20 @@ async fn cluster(nodes: u64) -> Result<Vec<LoopbackNode>, Error> {
         )
         .await?;
     Ok(cluster)
+}
+
+/// Bytes this process has caused to be written to storage so far
+/// (`write_bytes` of `/proc/self/io`: page-cache pages it dirtied), or 0
+/// where that file does not exist.
+fn disk_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -99,23 +123,28 @@ async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
     let c = cluster(nodes).await?;
     let leader = c[0].raft(GROUP).clone();
     let stats0: Vec<_> = c.iter().map(|n| n.wal.stats()).collect();
+    let written0 = disk_write_bytes();
     let started = Instant::now();
     let (full_rate, latencies) = load(&leader, run, None).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let written = disk_write_bytes().saturating_sub(written0) as f64;
     let rounds: u64 = c
         .iter()
         .zip(&stats0)
         .map(|(n, s)| n.wal.stats().flush_rounds - s.flush_rounds)
         .sum();
     let messages = MESSAGES_PER_PROPOSAL as f64;
+    let produced = full_rate * elapsed * messages * MESSAGE_BYTES as f64;
     println!(
         "{nodes} node(s), full load, {CLIENTS} proposers, {MESSAGES_PER_PROPOSAL} x {MESSAGE_BYTES} B per proposal: \
-         {:.0} msg/s ({:.0} MB/s), commit latency p50 {:?} p99 {:?}, {:.0} fsync rounds/s over all WALs",
+         {:.0} msg/s ({:.0} MB/s), commit latency p50 {:?} p99 {:?}, {:.0} fsync rounds/s over all WALs, \
+         {:.2} bytes written to disk per byte produced",
         full_rate * messages,
         full_rate * messages * MESSAGE_BYTES as f64 / 1e6,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         rounds as f64 / elapsed,
+        written / produced.max(1.0),
     );
     let (half_rate, latencies) = load(&leader, run, Some(full_rate / 2.0)).await?;
     println!(

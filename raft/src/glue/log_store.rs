@@ -178,6 +178,9 @@ impl RaftLogStorage<C> for GroupLogStore {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.wal
             .purge(self.group, LogIndex(log_id.index()), encode(&log_id)?)
-            .map_err(wal_error)
+            .map_err(wal_error)?;
+        // Segments every group has purged past can go now (off this task).
+        let _started = self.wal.compact_if_due();
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ mod record;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 
@@ -156,14 +157,81 @@ impl WalState {
         }
         Ok(())
     }
+
+    /// The WAL offset below which no group needs an entry: the oldest
+    /// live entry of any group (the end when none has one).
+    fn cut(&self) -> Offset {
+        self.groups
+            .values()
+            .filter_map(|g| g.entries.front().copied())
+            .min()
+            .unwrap_or_else(|| self.log.next_offset())
+    }
+
+    /// Whether the oldest WAL segment lies wholly below `cut` (then a
+    /// compaction deletes at least it).
+    fn whole_segment_below(&self, cut: Offset) -> bool {
+        self.log
+            .segments()
+            .get(1)
+            .is_some_and(|second| second.base <= cut)
+    }
 }
 
 pub(crate) struct Shared {
     state: Mutex<WalState>,
     wake: Condvar,
+    /// Whether a background compaction is running (`compact_if_due`).
+    compacting: AtomicBool,
 }
 
 impl Shared {
+    /// See `Wal::compact`.
+    fn compact(&self) -> Result<Offset, WalError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let cut = state.cut();
+        if !state.whole_segment_below(cut) {
+            // Nothing to delete: rewriting the metadata would only grow
+            // the WAL.
+            return Ok(state.log.start_offset());
+        }
+        let mut stale = Vec::new();
+        for (&group, g) in &state.groups {
+            if let Some(s) = g.vote.as_ref().filter(|s| s.at < cut) {
+                stale.push(WalRecord::Vote {
+                    group,
+                    payload: s.payload.clone(),
+                });
+            }
+            if let Some(s) = g.committed.as_ref().filter(|s| s.at < cut) {
+                stale.push(WalRecord::Committed {
+                    group,
+                    payload: s.payload.clone(),
+                });
+            }
+            if let Some((upto, s)) = g.purged.as_ref().filter(|(_, s)| s.at < cut) {
+                stale.push(WalRecord::Purge {
+                    group,
+                    upto: *upto,
+                    payload: s.payload.clone(),
+                });
+            }
+        }
+        state.append_records(&stale)?;
+        // Rare and bounded, so the fsync runs under the lock: the rewritten
+        // records must be durable before the old ones can go.
+        state.log.flush()?;
+        debug_assert!(
+            state
+                .groups
+                .values()
+                .filter_map(GroupLog::lowest_needed)
+                .all(|o| o >= cut)
+        );
+        Ok(state.log.purge_before(cut)?)
+    }
+
     fn lock(&self) -> MutexGuard<'_, WalState> {
         // A panic while holding the lock cannot leave the engine log torn
         // (its own state changes only after a write succeeds), so the data
@@ -207,6 +275,7 @@ impl Wal {
                 stats: WalStats::default(),
             }),
             wake: Condvar::new(),
+            compacting: AtomicBool::new(false),
         });
         let for_flusher = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -397,48 +466,36 @@ impl Wal {
     /// are rewritten at the end first, and made durable before anything is
     /// deleted. Returns the WAL's new start offset.
     pub fn compact(&self) -> Result<Offset, WalError> {
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        let cut = state
-            .groups
-            .values()
-            .filter_map(|g| g.entries.front().copied())
-            .min()
-            .unwrap_or_else(|| state.log.next_offset());
-        let mut stale = Vec::new();
-        for (&group, g) in &state.groups {
-            if let Some(s) = g.vote.as_ref().filter(|s| s.at < cut) {
-                stale.push(WalRecord::Vote {
-                    group,
-                    payload: s.payload.clone(),
-                });
-            }
-            if let Some(s) = g.committed.as_ref().filter(|s| s.at < cut) {
-                stale.push(WalRecord::Committed {
-                    group,
-                    payload: s.payload.clone(),
-                });
-            }
-            if let Some((upto, s)) = g.purged.as_ref().filter(|(_, s)| s.at < cut) {
-                stale.push(WalRecord::Purge {
-                    group,
-                    upto: *upto,
-                    payload: s.payload.clone(),
-                });
-            }
+        self.shared.compact()
+    }
+
+    /// Starts `compact` on a background thread when a whole WAL segment
+    /// is below every group's oldest live entry (and none runs already).
+    /// Called after purges; cheap when nothing is due. Returns whether it
+    /// started one.
+    pub fn compact_if_due(&self) -> bool {
+        let due = {
+            let state = self.shared.lock();
+            state.whole_segment_below(state.cut())
+        };
+        if !due || self.shared.compacting.swap(true, Ordering::AcqRel) {
+            return false;
         }
-        state.append_records(&stale)?;
-        // Rare and bounded, so the fsync runs under the lock: the rewritten
-        // records must be durable before the old ones can go.
-        state.log.flush()?;
-        debug_assert!(
-            state
-                .groups
-                .values()
-                .filter_map(GroupLog::lowest_needed)
-                .all(|o| o >= cut)
-        );
-        Ok(state.log.purge_before(cut)?)
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("sluice-wal-compact".into())
+            .spawn(move || {
+                if let Err(e) = shared.compact() {
+                    tracing::warn!(error = %e, "WAL compaction failed; retried at the next purge");
+                }
+                shared.compacting.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start WAL compaction");
+            self.shared.compacting.store(false, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     /// Group-commit counters and the WAL's extent.

@@ -231,3 +231,48 @@ fn entries_that_would_leave_a_hole_are_rejected_before_writing() {
     ));
     assert_eq!(wal.stats().next_offset, before, "nothing was written");
 }
+
+/// Goal: the WAL compacts itself. After purges, `compact_if_due` (which
+/// the log store calls on every purge) deletes segments in the background
+/// once every group is past them, and never while one still needs them.
+#[test]
+fn compaction_starts_itself_once_every_group_has_purged_past_a_segment() {
+    let disk = SimDisk::new();
+    let wal = open(&disk).expect("open");
+    for chunk in 0..10 {
+        for g in 0..4 {
+            append_durably(&wal, GroupId(g), chunk * 10, 10, 0).expect("append");
+        }
+    }
+    let before = wal.stats();
+    assert!(before.segment_count > 5, "{before:?}");
+    for g in 0..3 {
+        wal.purge(GroupId(g), LogIndex(89), Bytes::from("p"))
+            .expect("purge");
+        assert!(
+            !wal.compact_if_due(),
+            "group 3 still needs every segment: nothing is due"
+        );
+    }
+    assert_eq!(wal.stats().segment_count, before.segment_count);
+    wal.purge(GroupId(3), LogIndex(89), Bytes::from("p"))
+        .expect("purge");
+    assert!(wal.compact_if_due(), "due now");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while wal.stats().segment_count >= before.segment_count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background compaction deletes segments"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(wal);
+    let wal = open(&disk).expect("reopen");
+    for g in 0..4 {
+        let state = wal.group_state(GroupId(g));
+        assert_eq!(
+            (state.first_index, state.next_index),
+            (LogIndex(90), LogIndex(100))
+        );
+    }
+}
