@@ -135,12 +135,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
     tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
-    tokio::spawn(crate::repair::scrub(
+    tokio::spawn(crate::maintenance::scrub(
         Arc::clone(&node),
         config.scrub_bytes_per_s,
         stop_rx.clone(),
     ));
-    tokio::spawn(crate::repair::repair(Arc::clone(&node), stop_rx.clone()));
+    tokio::spawn(crate::maintenance::repair(
+        Arc::clone(&node),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(crate::maintenance::relieve_wal(
+        Arc::clone(&node),
+        stop_rx.clone(),
+    ));
     let server = {
         // With the peer's address: the token endpoint limits per client.
         let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<

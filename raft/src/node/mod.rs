@@ -43,11 +43,13 @@ use crate::wal::{Wal, WalError};
 mod repair;
 mod routing;
 mod status;
+mod wal_space;
 mod watch;
 
 pub use repair::ScrubCursor;
 pub use routing::{MEMBERSHIP_TIMEOUT_MS, RouteError, Routed};
 pub use status::GroupStatus;
+pub use wal_space::WAL_SEGMENTS_SOFT_MAX;
 
 /// The meta group.
 pub const META_GROUP: GroupId = GroupId(0);
@@ -142,6 +144,9 @@ pub struct NodeConfig {
     pub checkpoint_entries: u64,
     /// Partition logs' configuration.
     pub log_config: LogConfig,
+    /// The node WAL's configuration (its segment size bounds how much a
+    /// compaction deletes at once).
+    pub wal_config: LogConfig,
     /// Longest a routed proposal or read waits for a leader.
     pub route_timeout_ms: u64,
 }
@@ -159,6 +164,7 @@ impl NodeConfig {
             election_ms: (ELECTION_MS_MIN_DEFAULT, ELECTION_MS_MAX_DEFAULT),
             checkpoint_entries: CHECKPOINT_ENTRIES_DEFAULT,
             log_config: LogConfig::default(),
+            wal_config: LogConfig::default(),
             route_timeout_ms: ROUTE_TIMEOUT_MS_DEFAULT,
         }
     }
@@ -216,7 +222,7 @@ impl Node {
         let wal = Arc::new(Wal::open_on(
             Arc::clone(&disk),
             config.data_dir.join("wal"),
-            LogConfig::default(),
+            config.wal_config.clone(),
         )?);
         let client = http_client().map_err(io::Error::other)?;
         let fetcher = Arc::new(HttpSegmentFetcher::new(

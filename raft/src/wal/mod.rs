@@ -498,6 +498,26 @@ impl Wal {
         true
     }
 
+    /// The groups whose live entries keep the oldest WAL segment from
+    /// being deleted (empty when the WAL has one segment). An idle group
+    /// never reaches its snapshot threshold, so without help its first
+    /// entries would pin the WAL forever: the node snapshots these groups
+    /// when the WAL grows (`Node::relieve_wal`), and their purges let
+    /// `compact` go on.
+    pub fn groups_pinning_oldest_segment(&self) -> Vec<GroupId> {
+        let state = self.shared.lock();
+        let segments = state.log.segments();
+        let Some(second) = segments.get(1) else {
+            return Vec::new();
+        };
+        state
+            .groups
+            .iter()
+            .filter(|(_, g)| g.entries.front().is_some_and(|at| *at < second.base))
+            .map(|(group, _)| *group)
+            .collect()
+    }
+
     /// Group-commit counters and the WAL's extent.
     pub fn stats(&self) -> WalStats {
         let state = self.shared.lock();

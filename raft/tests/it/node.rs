@@ -12,7 +12,9 @@ use std::time::Duration;
 use sluice_engine::disk::FileDisk;
 use sluice_engine::{LogConfig, Timestamp};
 use sluice_raft::data::command::{DataCommand, DataProposal, DataReply, NewMessage, Produce};
-use sluice_raft::node::{META_GROUP, Node, NodeConfig, NodeMachine, ScrubCursor, preferred_leader};
+use sluice_raft::node::{
+    META_GROUP, Node, NodeConfig, NodeMachine, ScrubCursor, WAL_SEGMENTS_SOFT_MAX, preferred_leader,
+};
 use sluice_raft::{GroupId, PartitionId, PartitionKey, QueueId, RequestId};
 
 use crate::cluster::secret;
@@ -334,6 +336,78 @@ async fn a_damaged_replica_is_fenced_hands_off_leadership_and_repairs_from_a_pee
     while victim.scrub_next(&mut cursor).await > 0 {}
     assert!(victim.fences().list().is_empty(), "every segment verifies");
 
+    for n in nodes {
+        n.node.shutdown().await.expect("shutdown");
+        n.server.abort();
+    }
+}
+
+/// Goal: a node's WAL stays bounded although most groups are idle. Idle
+/// groups never reach their snapshot threshold, so their first entries
+/// would pin every WAL segment; `relieve_wal` snapshots them once the WAL
+/// passes its bound, and their purges let it compact.
+/// Method: three nodes with 64 KiB WAL segments and no snapshot by entry
+/// count within the test; write to one data group until the WAL is well
+/// past the bound, then relieve until it is back under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_do_not_pin_the_wal() {
+    let (nodes, members) = start_three_with(|config| {
+        config.wal_config = LogConfig {
+            segment_bytes_max: 64 * 1024,
+            ..LogConfig::default()
+        };
+        config.checkpoint_entries = 100_000;
+    })
+    .await;
+    for n in &nodes {
+        n.node.form(&members).await.expect("form");
+    }
+    let created = propose_data(
+        &nodes[0].node,
+        1,
+        DataCommand::CreateQueue {
+            queue: REPAIRED_QUEUE,
+            partitions: 1,
+        },
+    )
+    .await;
+    assert_eq!(created, DataReply::Done);
+    for batch in 0..60u64 {
+        let messages = (0..10)
+            .map(|_| NewMessage {
+                partition: PartitionId(0),
+                ttl_secs: 86_400,
+                sequence: None,
+                content_type: None,
+                headers: Vec::new(),
+                body: vec![b'w'; 1_000],
+            })
+            .collect();
+        propose_data(
+            &nodes[0].node,
+            1_000 + u128::from(batch),
+            DataCommand::Produce(Produce {
+                queue: REPAIRED_QUEUE,
+                producer: None,
+                messages,
+            }),
+        )
+        .await;
+    }
+    let grown = nodes[0].node.wal().stats().segment_count;
+    assert!(grown > 2 * WAL_SEGMENTS_SOFT_MAX, "{grown} segments");
+    assert!(
+        nodes[0].node.relieve_wal().await > 1,
+        "idle groups are asked to snapshot too"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in &nodes {
+        while n.node.wal().stats().segment_count > WAL_SEGMENTS_SOFT_MAX {
+            assert!(std::time::Instant::now() < deadline, "the WAL compacts");
+            n.node.relieve_wal().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     for n in nodes {
         n.node.shutdown().await.expect("shutdown");
         n.server.abort();

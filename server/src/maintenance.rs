@@ -1,7 +1,8 @@
-//! The background work that keeps this node's replicas whole: the
-//! scrubber, which re-verifies sealed partition segments at a set pace,
-//! and the repairer, which fetches damaged segments from peers
-//! (`sluice_raft::node::repair` has the mechanics and the fencing rules).
+//! The node's background upkeep: the scrubber, which re-verifies sealed
+//! partition segments at a set pace; the repairer, which fetches damaged
+//! segments from peers (`sluice_raft::node::repair` has the mechanics and
+//! the fencing rules); and WAL relief, which snapshots idle groups that
+//! would otherwise pin the WAL's oldest segment.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use crate::startup::stopped;
 
 /// Pause between repair passes while something is damaged.
 const REPAIR_RETRY_MS: u64 = 1_000;
+/// Pause between checks of the WAL's size.
+const WAL_CHECK_MS: u64 = 1_000;
 /// Pause after a full scrub round (or when there is nothing to scrub).
 const SCRUB_ROUND_PAUSE_MS: u64 = 10_000;
 
@@ -55,6 +58,18 @@ pub async fn repair(node: Arc<Node>, stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = wait => {}
+            _ = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+/// Checks the WAL's size every second; past its bound, snapshots the
+/// groups pinning its oldest segment (`Node::relieve_wal`).
+pub async fn relieve_wal(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    loop {
+        node.relieve_wal().await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(WAL_CHECK_MS)) => {}
             _ = stopped(stop.clone()) => return,
         }
     }
