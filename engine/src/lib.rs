@@ -51,6 +51,6 @@ pub mod sim;
 pub use batch::Batch;
 pub use config::LogConfig;
 pub use error::EngineError;
-pub use log::{Appended, COPY_BYTES_MAX, FlushTicket, Log, RetentionReport, SegmentInfo};
+pub use log::{Appended, COPY_BYTES_MAX, Detached, FlushTicket, Log, RetentionReport, SegmentInfo};
 pub use record::{MessageId, NewRecord, Offset, Record, Timestamp};
 pub use segment::SegmentCheck;

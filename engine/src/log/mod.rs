@@ -100,6 +100,41 @@ impl FlushTicket {
     }
 }
 
+/// Segments taken out of a log by `Log::detach_before`, still on disk.
+#[derive(Debug)]
+#[must_use = "detached segments stay on disk until removed"]
+pub struct Detached {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    paths: Vec<segment::SegmentPaths>,
+}
+
+impl Detached {
+    /// How many segments were detached.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Deletes the segments' files, oldest first (so a crash part-way
+    /// leaves a contiguous log), then fsyncs the directory.
+    pub fn remove(self) -> Result<(), EngineError> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        for paths in &self.paths {
+            paths.remove_all(self.disk.as_ref())?;
+        }
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(|e| EngineError::io(&self.dir, e))
+    }
+}
+
 /// A segmented, append-only log. See the crate docs for an overview.
 #[derive(Debug)]
 pub struct Log {
@@ -642,13 +677,28 @@ impl Log {
     /// Deletes whole sealed segments that hold only offsets below `offset`;
     /// returns the new start offset. The active segment is never deleted.
     pub fn purge_before(&mut self, offset: Offset) -> Result<Offset, EngineError> {
+        self.detach_before(offset).remove()?;
+        Ok(self.start_offset())
+    }
+
+    /// Takes the whole sealed segments holding only offsets below `offset`
+    /// out of the log (its start moves past them at once) and returns them
+    /// for `Detached::remove`, which the caller runs without its lock: file
+    /// deletions and the directory's fsync can take milliseconds. Until
+    /// they are removed a reopen finds them again, as after a crash part-way
+    /// through a purge: a log that starts earlier.
+    pub fn detach_before(&mut self, offset: Offset) -> Detached {
         let count = self
             .segments
             .iter()
             .take_while(|s| s.seal.is_some() && s.next <= offset)
-            .count();
-        self.remove_oldest(count)?;
-        Ok(self.start_offset())
+            .count()
+            .min(self.segments.len() - 1);
+        Detached {
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            paths: self.segments.drain(..count).map(|s| s.paths).collect(),
+        }
     }
 
     /// Deletes the oldest sealed segments (rolled, then sealed by the flush

@@ -230,3 +230,26 @@ fn a_second_open_of_the_same_directory_is_refused() {
         Err(EngineError::Locked { .. })
     ));
 }
+
+/// Method: detach the segments below a point; the log starts after them at
+/// once while their files stay until `remove`; a reopen before that finds
+/// them again (a log that starts earlier, as after a crash part-way through
+/// a purge), and after it does not.
+#[test]
+fn detached_segments_leave_the_log_at_once_and_the_disk_on_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = log_with(dir.path(), 300, 4);
+    let bases = log.segment_bases();
+    let detached = log.detach_before(bases[2]);
+    assert_eq!(detached.len(), 2);
+    assert_eq!(log.start_offset(), bases[2]);
+    assert_records(&read_all(&log), bases[2].0, 0);
+    drop(log);
+    let reopened = Log::open(dir.path(), small_config()).expect("reopen");
+    assert_eq!(reopened.start_offset(), Offset(0), "files still there");
+    drop(reopened);
+    detached.remove().expect("remove");
+    let reopened = Log::open(dir.path(), small_config()).expect("reopen");
+    assert_eq!(reopened.start_offset(), bases[2]);
+    assert_records(&read_all(&reopened), bases[2].0, 0);
+}

@@ -176,28 +176,12 @@ impl WalState {
             .get(1)
             .is_some_and(|second| second.base <= cut)
     }
-}
 
-pub(crate) struct Shared {
-    state: Mutex<WalState>,
-    wake: Condvar,
-    /// Whether a background compaction is running (`compact_if_due`).
-    compacting: AtomicBool,
-}
-
-impl Shared {
-    /// See `Wal::compact`.
-    fn compact(&self) -> Result<Offset, WalError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let cut = state.cut();
-        if !state.whole_segment_below(cut) {
-            // Nothing to delete: rewriting the metadata would only grow
-            // the WAL.
-            return Ok(state.log.start_offset());
-        }
+    /// Metadata records (votes, committed ids, purges) still living below
+    /// `cut`, to be written again before the segments holding them go.
+    fn stale_metadata(&self, cut: Offset) -> Vec<WalRecord> {
         let mut stale = Vec::new();
-        for (&group, g) in &state.groups {
+        for (&group, g) in &self.groups {
             if let Some(s) = g.vote.as_ref().filter(|s| s.at < cut) {
                 stale.push(WalRecord::Vote {
                     group,
@@ -218,18 +202,61 @@ impl Shared {
                 });
             }
         }
-        state.append_records(&stale)?;
-        // Rare and bounded, so the fsync runs under the lock: the rewritten
-        // records must be durable before the old ones can go.
-        state.log.flush()?;
-        debug_assert!(
-            state
-                .groups
-                .values()
-                .filter_map(GroupLog::lowest_needed)
-                .all(|o| o >= cut)
-        );
-        Ok(state.log.purge_before(cut)?)
+        stale
+    }
+}
+
+pub(crate) struct Shared {
+    state: Mutex<WalState>,
+    wake: Condvar,
+    /// Whether a background compaction is running (`compact_if_due`).
+    compacting: AtomicBool,
+}
+
+impl Shared {
+    /// See `Wal::compact`.
+    fn compact(&self) -> Result<Offset, WalError> {
+        let (cut, flushed) = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let cut = state.cut();
+            if !state.whole_segment_below(cut) {
+                // Nothing to delete: rewriting the metadata would only
+                // grow the WAL.
+                return Ok(state.log.start_offset());
+            }
+            let stale = state.stale_metadata(cut);
+            state.append_records(&stale)?;
+            // The rewritten records must be durable before the old ones
+            // go. The flusher makes them so in its next round, without
+            // this lock held through the fsync.
+            let (tx, rx) = mpsc::channel();
+            state.pending.push_back(Box::new(move |r| drop(tx.send(r))));
+            self.wake.notify_one();
+            (cut, rx)
+        };
+        match flushed.recv() {
+            Ok(result) => result.map_err(WalError::FlushFailed)?,
+            Err(_) => {
+                let stopped = io::Error::other("flusher stopped");
+                return Err(WalError::FlushFailed(stopped));
+            }
+        }
+        let detached = {
+            let mut state = self.lock();
+            debug_assert!(
+                state
+                    .groups
+                    .values()
+                    .filter_map(GroupLog::lowest_needed)
+                    .all(|o| o >= cut)
+            );
+            state.log.detach_before(cut)
+        };
+        // Deleting files and fsyncing the directory take milliseconds:
+        // writers go on meanwhile (engine `Log::detach_before`).
+        detached.remove()?;
+        Ok(self.lock().log.start_offset())
     }
 
     fn lock(&self) -> MutexGuard<'_, WalState> {
