@@ -4,8 +4,9 @@
 //! one disk). The state machine only counts, so this is the ceiling the
 //! data path (milestone C) must live under, not Sluice's produce figure.
 //!
-//! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS [NODES]]`
-//! (without NODES: 1 node, then 3).
+//! Run: `cargo run --release -p sluice-raft --example commit_throughput [SECS [NODES [RATE]]]`
+//! (without NODES: 1 node, then 3; RATE: the fixed-rate phase's msg/s,
+//! by default half the measured maximum).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,7 +120,7 @@ async fn load(
     Ok((latencies.len() as f64 / elapsed, latencies))
 }
 
-async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
+async fn measure(nodes: u64, run: Duration, fixed_rate: Option<f64>) -> Result<(), Error> {
     let c = cluster(nodes).await?;
     let leader = c[0].raft(GROUP).clone();
     let stats0: Vec<_> = c.iter().map(|n| n.wal.stats()).collect();
@@ -146,11 +147,12 @@ async fn measure(nodes: u64, run: Duration) -> Result<(), Error> {
         rounds as f64 / elapsed,
         written / produced.max(1.0),
     );
-    let (half_rate, latencies) = load(&leader, run, Some(full_rate / 2.0)).await?;
+    let scheduled = fixed_rate.map_or(full_rate / 2.0, |r| r / messages);
+    let (half_rate, latencies) = load(&leader, run, Some(scheduled)).await?;
     println!(
-        "{nodes} node(s), half load ({:.0} msg/s scheduled): {:.0} msg/s, commit latency from the intended \
+        "{nodes} node(s), fixed rate ({:.0} msg/s scheduled): {:.0} msg/s, commit latency from the intended \
          send time p50 {:?} p99 {:?} max {:?}",
-        full_rate * messages / 2.0,
+        scheduled * messages,
         half_rate * messages,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
@@ -169,8 +171,9 @@ async fn main() -> Result<(), Error> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
     let nodes: Option<u64> = std::env::args().nth(2).and_then(|a| a.parse().ok());
+    let rate: Option<f64> = std::env::args().nth(3).and_then(|a| a.parse().ok());
     for n in nodes.map_or(vec![1, 3], |n| vec![n]) {
-        measure(n, Duration::from_secs(secs)).await?;
+        measure(n, Duration::from_secs(secs), rate).await?;
     }
     Ok(())
 }

@@ -106,28 +106,31 @@ impl FlushTicket {
 pub struct Detached {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
-    paths: Vec<segment::SegmentPaths>,
+    /// Whole segments, mappings included: unmapping a large mapping takes
+    /// the process's memory-map lock and stalls other threads' page
+    /// faults, so it too happens in `remove`, not under the caller's lock.
+    segments: Vec<Segment>,
 }
 
 impl Detached {
     /// How many segments were detached.
     pub fn len(&self) -> usize {
-        self.paths.len()
+        self.segments.len()
     }
 
     /// Whether none were.
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.segments.is_empty()
     }
 
     /// Deletes the segments' files, oldest first (so a crash part-way
     /// leaves a contiguous log), then fsyncs the directory.
     pub fn remove(self) -> Result<(), EngineError> {
-        if self.paths.is_empty() {
+        if self.segments.is_empty() {
             return Ok(());
         }
-        for paths in &self.paths {
-            paths.remove_all(self.disk.as_ref())?;
+        for segment in &self.segments {
+            segment.paths.remove_all(self.disk.as_ref())?;
         }
         self.disk
             .sync_dir(&self.dir)
@@ -697,7 +700,7 @@ impl Log {
         Detached {
             disk: Arc::clone(&self.disk),
             dir: self.dir.clone(),
-            paths: self.segments.drain(..count).map(|s| s.paths).collect(),
+            segments: self.segments.drain(..count).collect(),
         }
     }
 
