@@ -66,6 +66,20 @@ fn disk_write_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// WAL fsyncs that took over 10 ms, and all WAL fsyncs, over every node.
+fn slow_fsyncs(nodes: &[LoopbackNode]) -> (u64, u64) {
+    nodes.iter().fold((0, 0), |(slow, all), n| {
+        let h = n.wal.stats().sync_latency_us;
+        let within = h
+            .bounds()
+            .iter()
+            .zip(h.cumulative())
+            .find(|(bound, _)| **bound == 10_000)
+            .map_or(0, |(_, count)| count);
+        (slow + h.count() - within, all + h.count())
+    })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or_default()
@@ -148,15 +162,19 @@ async fn measure(nodes: u64, run: Duration, fixed_rate: Option<f64>) -> Result<(
         written / produced.max(1.0),
     );
     let scheduled = fixed_rate.map_or(full_rate / 2.0, |r| r / messages);
+    let slow0 = slow_fsyncs(&c);
     let (half_rate, latencies) = load(&leader, run, Some(scheduled)).await?;
+    let slow = slow_fsyncs(&c);
     println!(
         "{nodes} node(s), fixed rate ({:.0} msg/s scheduled): {:.0} msg/s, commit latency from the intended \
-         send time p50 {:?} p99 {:?} max {:?}",
+         send time p50 {:?} p99 {:?} max {:?}; WAL fsyncs over 10 ms: {} of {}",
         scheduled * messages,
         half_rate * messages,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default(),
+        slow.0 - slow0.0,
+        slow.1 - slow0.1,
     );
     for node in &c {
         node.shutdown().await?;
