@@ -30,13 +30,18 @@ pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Proposals that may wait per group before callers wait to enqueue.
 const QUEUE_MAX: usize = 16_384;
 
+/// A proposal's reply, with its command handed back: a caller may
+/// propose it again after repairing what refused it, without having
+/// copied it beforehand.
+pub type Answer = Result<(Led<DataReply>, DataCommand), ClusterFailure>;
+
 /// A proposal waiting for its batch.
 struct Pending {
     proposal: DataProposal,
     /// The proposal encoded once: sent as is when it goes alone, and its
     /// length bounds a batch.
     encoded: Vec<u8>,
-    reply: oneshot::Sender<Result<Led<DataReply>, ClusterFailure>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The per-group queues of one node.
@@ -53,7 +58,7 @@ impl Batcher {
         node: &Arc<Node>,
         group: GroupId,
         proposal: DataProposal,
-    ) -> Result<Led<DataReply>, ClusterFailure> {
+    ) -> Answer {
         let encoded = proposal.encode().map_err(internal)?;
         let sender = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -118,7 +123,9 @@ async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Some(one) = batch.pop() else { return };
         let result = propose_encoded(node, group, one.encoded).await;
-        let _ = one.reply.send(result);
+        let _ = one
+            .reply
+            .send(result.map(|led| (led, one.proposal.command)));
         return;
     }
     let (proposals, replies): (Vec<DataProposal>, Vec<_>) =
@@ -140,18 +147,22 @@ async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
         Ok(bytes) => propose_encoded(node, group, bytes).await,
         Err(e) => Err(internal(e)),
     };
+    let DataCommand::Batch(proposals) = outer.command else {
+        unreachable!("built as a batch above")
+    };
     match result {
         Ok(Led {
             value: DataReply::Batch(answers),
             group,
             leader,
         }) if answers.len() == replies.len() => {
-            for (reply, value) in replies.into_iter().zip(answers) {
-                let _ = reply.send(Ok(Led {
+            for ((reply, value), proposal) in replies.into_iter().zip(answers).zip(proposals) {
+                let led = Led {
                     value,
                     group,
                     leader,
-                }));
+                };
+                let _ = reply.send(Ok((led, proposal.command)));
             }
         }
         Ok(other) => {

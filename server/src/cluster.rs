@@ -16,7 +16,7 @@ use sluice_raft::meta::machine::MetaState;
 use sluice_raft::node::{META_GROUP, Node, NodeMachine, RouteError};
 use sluice_raft::{GroupId, RequestId};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Answer, Batcher};
 use crate::secrets;
 
 /// Why the cluster could not answer.
@@ -113,6 +113,12 @@ impl Cluster {
         group: GroupId,
         command: DataCommand,
     ) -> Result<Led<DataReply>, ClusterFailure> {
+        Ok(self.propose_data_returning(group, command).await?.0)
+    }
+
+    /// `propose_data` that hands the command back with the reply, for a
+    /// caller that may propose it again (see `batcher::Answer`).
+    pub async fn propose_data_returning(&self, group: GroupId, command: DataCommand) -> Answer {
         let proposal = DataProposal {
             request_id: new_request_id()?,
             proposed_at: Timestamp::now(),

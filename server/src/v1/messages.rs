@@ -440,9 +440,9 @@ pub async fn propose_repairing(
     queue: &Queue,
     command: DataCommand,
 ) -> Result<Led<DataReply>, V1Error> {
-    let led = state
+    let (led, command) = state
         .cluster
-        .propose_data(queue.group, command.clone())
+        .propose_data_returning(queue.group, command)
         .await?;
     match led.value {
         DataReply::Refused(Refusal::UnknownQueue(_) | Refusal::UnknownPartition { .. }) => {
