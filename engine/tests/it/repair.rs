@@ -40,20 +40,53 @@ fn flip(bytes: &mut [u8], at: usize) {
     bytes[at] ^= 0x10;
 }
 
+/// Two logs with the same records (different segment sizes), the first
+/// with its second segment damaged on disk.
+struct Twins {
+    dir: tempfile::TempDir,
+    peer_dir: tempfile::TempDir,
+    log: Log,
+    peer: Log,
+    info: SegmentInfo,
+    /// The damaged segment's bytes as now on disk.
+    damaged: Vec<u8>,
+}
+
+impl Twins {
+    fn new() -> Twins {
+        let (dir, peer_dir) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let mut log = Log::open(dir.path(), small_config()).expect("open");
+        let mut peer = Log::open(peer_dir.path(), peer_config()).expect("open peer");
+        fill(&mut log);
+        fill(&mut peer);
+        let info = victim(&log);
+        let mut damaged = std::fs::read(&info.path).expect("read");
+        flip(&mut damaged, 200);
+        std::fs::write(&info.path, &damaged).expect("damage");
+        Twins {
+            dir,
+            peer_dir,
+            log,
+            peer,
+            info,
+            damaged,
+        }
+    }
+}
+
 #[test]
 fn a_damaged_sealed_segment_is_replaced_by_a_peers_batches() {
-    let (dir, peer_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let mut log = Log::open(dir.path(), small_config()).expect("open");
-    let mut peer = Log::open(peer_dir.path(), peer_config()).expect("open peer");
-    fill(&mut log);
-    fill(&mut peer);
-    let info = victim(&log);
-    let mut damaged = std::fs::read(&info.path).expect("read");
-    flip(&mut damaged, 200);
-    std::fs::write(&info.path, &damaged).expect("damage");
+    let Twins {
+        dir,
+        peer_dir: _peer_dir,
+        log,
+        peer,
+        info,
+        ..
+    } = Twins::new();
     // Reads trust what this process appended; a reopened log checks.
     drop(log);
     let mut log = Log::open(dir.path(), small_config()).expect("reopen");
@@ -92,18 +125,14 @@ fn a_damaged_sealed_segment_is_replaced_by_a_peers_batches() {
 
 #[test]
 fn replacements_that_are_not_exactly_the_segment_are_refused() {
-    let (dir, peer_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let mut log = Log::open(dir.path(), small_config()).expect("open");
-    let mut peer = Log::open(peer_dir.path(), peer_config()).expect("open peer");
-    fill(&mut log);
-    fill(&mut peer);
-    let info = victim(&log);
-    let mut damaged = std::fs::read(&info.path).expect("read");
-    flip(&mut damaged, 200);
-    std::fs::write(&info.path, &damaged).expect("damage");
+    let Twins {
+        dir: _dir,
+        peer_dir: _peer_dir,
+        mut log,
+        peer,
+        info,
+        damaged,
+    } = Twins::new();
     let good = peer.copy_batches(info.base, info.next).expect("copy");
 
     let mut flipped = good.clone();

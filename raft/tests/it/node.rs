@@ -174,6 +174,52 @@ async fn propose_data(node: &Node, request: u128, command: DataCommand) -> DataR
     DataReply::decode(&routed.value).expect("reply")
 }
 
+/// Forms the cluster and creates the test queue (one partition) in
+/// `REPAIRED_GROUP`.
+async fn form_with_queue(nodes: &[Running], members: &BTreeMap<u64, String>) {
+    for n in nodes {
+        n.node.form(members).await.expect("form");
+    }
+    let created = propose_data(
+        &nodes[0].node,
+        1,
+        DataCommand::CreateQueue {
+            queue: REPAIRED_QUEUE,
+            partitions: 1,
+        },
+    )
+    .await;
+    assert_eq!(created, DataReply::Done);
+}
+
+/// Produces `batches` proposals of 10 messages to partition 0 through
+/// `node`, message `i` of batch `b` with body `body(b, i)`.
+async fn produce_batches(node: &Node, batches: u64, body: impl Fn(u64, u64) -> Vec<u8>) {
+    for batch in 0..batches {
+        let messages = (0..10)
+            .map(|i| NewMessage {
+                partition: PartitionId(0),
+                ttl_secs: 86_400,
+                sequence: None,
+                content_type: None,
+                headers: Vec::new(),
+                body: body(batch, i),
+            })
+            .collect();
+        let reply = propose_data(
+            node,
+            1_000 + u128::from(batch),
+            DataCommand::Produce(Produce {
+                queue: REPAIRED_QUEUE,
+                producer: None,
+                messages,
+            }),
+        )
+        .await;
+        assert!(matches!(reply, DataReply::Produced(_)), "{reply:?}");
+    }
+}
+
 /// Every (offset, body) of the repaired queue's partition 0 on `node`.
 fn partition_contents(node: &Node) -> Vec<(u64, Vec<u8>)> {
     let hosted = node.machine(REPAIRED_GROUP).expect("group").read();
@@ -232,42 +278,11 @@ async fn a_damaged_replica_is_fenced_hands_off_leadership_and_repairs_from_a_pee
         config.checkpoint_entries = 4;
     })
     .await;
-    for n in &nodes {
-        n.node.form(&members).await.expect("form");
-    }
-    let created = propose_data(
-        &nodes[0].node,
-        1,
-        DataCommand::CreateQueue {
-            queue: REPAIRED_QUEUE,
-            partitions: 1,
-        },
-    )
+    form_with_queue(&nodes, &members).await;
+    produce_batches(&nodes[0].node, 30, |batch, i| {
+        format!("message {batch}.{i} {}", "x".repeat(150)).into_bytes()
+    })
     .await;
-    assert_eq!(created, DataReply::Done);
-    for batch in 0..30u64 {
-        let messages = (0..10)
-            .map(|i| NewMessage {
-                partition: PartitionId(0),
-                ttl_secs: 86_400,
-                sequence: None,
-                content_type: None,
-                headers: Vec::new(),
-                body: format!("message {batch}.{i} {}", "x".repeat(150)).into_bytes(),
-            })
-            .collect();
-        let reply = propose_data(
-            &nodes[0].node,
-            100 + u128::from(batch),
-            DataCommand::Produce(Produce {
-                queue: REPAIRED_QUEUE,
-                producer: None,
-                messages,
-            }),
-        )
-        .await;
-        assert!(matches!(reply, DataReply::Produced(_)), "{reply:?}");
-    }
     let leader_id = nodes[0].node.leader(REPAIRED_GROUP).expect("a leader").0;
     let victim = &nodes[(leader_id - 1) as usize].node;
     // Every replica applies everything, and the victim seals segments.
@@ -359,41 +374,8 @@ async fn idle_groups_do_not_pin_the_wal() {
         config.checkpoint_entries = 100_000;
     })
     .await;
-    for n in &nodes {
-        n.node.form(&members).await.expect("form");
-    }
-    let created = propose_data(
-        &nodes[0].node,
-        1,
-        DataCommand::CreateQueue {
-            queue: REPAIRED_QUEUE,
-            partitions: 1,
-        },
-    )
-    .await;
-    assert_eq!(created, DataReply::Done);
-    for batch in 0..60u64 {
-        let messages = (0..10)
-            .map(|_| NewMessage {
-                partition: PartitionId(0),
-                ttl_secs: 86_400,
-                sequence: None,
-                content_type: None,
-                headers: Vec::new(),
-                body: vec![b'w'; 1_000],
-            })
-            .collect();
-        propose_data(
-            &nodes[0].node,
-            1_000 + u128::from(batch),
-            DataCommand::Produce(Produce {
-                queue: REPAIRED_QUEUE,
-                producer: None,
-                messages,
-            }),
-        )
-        .await;
-    }
+    form_with_queue(&nodes, &members).await;
+    produce_batches(&nodes[0].node, 60, |_, _| vec![b'w'; 1_000]).await;
     let grown = nodes[0].node.wal().stats().segment_count;
     assert!(grown > 2 * WAL_SEGMENTS_SOFT_MAX, "{grown} segments");
     assert!(
