@@ -51,6 +51,14 @@ impl Log {
             if reached >= to {
                 break;
             }
+            // Bounded before copying, so a wide range never holds more
+            // than the bound in memory.
+            if out.len() as u64 + segment.len > COPY_BYTES_MAX {
+                return Err(EngineError::BatchTooLarge {
+                    size_bytes: (out.len() as u64 + segment.len) as usize,
+                    max_bytes: COPY_BYTES_MAX as usize,
+                });
+            }
             reached = segment.copy_batches(
                 self.disk.as_ref(),
                 self.config.index_interval_bytes,
@@ -58,12 +66,6 @@ impl Log {
                 to,
                 &mut out,
             )?;
-            if out.len() as u64 > COPY_BYTES_MAX {
-                return Err(EngineError::BatchTooLarge {
-                    size_bytes: out.len(),
-                    max_bytes: COPY_BYTES_MAX as usize,
-                });
-            }
         }
         if reached != to {
             return Err(EngineError::NotAligned { offset: reached });
