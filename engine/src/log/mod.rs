@@ -695,13 +695,8 @@ impl Log {
             .segments
             .iter()
             .take_while(|s| s.seal.is_some() && s.next <= offset)
-            .count()
-            .min(self.segments.len() - 1);
-        Detached {
-            disk: Arc::clone(&self.disk),
-            dir: self.dir.clone(),
-            segments: self.segments.drain(..count).collect(),
-        }
+            .count();
+        self.detach_first(count)
     }
 
     /// Deletes the oldest sealed segments (rolled, then sealed by the flush
@@ -710,6 +705,14 @@ impl Log {
     /// ever deleted, so it stays contiguous: one long-lived record keeps the
     /// segments after it.
     pub fn apply_retention(&mut self, now: Timestamp) -> Result<RetentionReport, EngineError> {
+        let (report, detached) = self.detach_retention(now);
+        detached.remove()?;
+        Ok(report)
+    }
+
+    /// What `apply_retention` deletes, detached from the log (as by
+    /// `detach_before`) for the caller to remove without its lock.
+    pub fn detach_retention(&mut self, now: Timestamp) -> (RetentionReport, Detached) {
         let sealed = || self.segments.iter().take_while(|s| s.seal.is_some());
         let mut count = sealed().take_while(|s| s.max_expires_at <= now).count();
         if let Some(max) = self.config.retention_bytes_max {
@@ -723,26 +726,26 @@ impl Log {
             }
         }
         let bytes_removed = self.segments[..count].iter().map(|s| s.len).sum();
-        self.remove_oldest(count)?;
-        Ok(RetentionReport {
+        let detached = self.detach_first(count);
+        let report = RetentionReport {
             segments_removed: count,
             bytes_removed,
             start_offset: self.start_offset(),
-        })
+        };
+        (report, detached)
     }
 
     /// Removes the `count` oldest segments (all sealed), oldest first, so a
     /// crash part-way leaves a contiguous log.
-    fn remove_oldest(&mut self, count: usize) -> Result<(), EngineError> {
-        if count == 0 {
-            return Ok(());
+    /// Takes the `count` oldest segments (all sealed) out of the log; the
+    /// active segment always stays.
+    fn detach_first(&mut self, count: usize) -> Detached {
+        let count = count.min(self.segments.len() - 1);
+        Detached {
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            segments: self.segments.drain(..count).collect(),
         }
-        debug_assert!(count < self.segments.len());
-        for segment in &self.segments[..count] {
-            segment.paths.remove_all(self.disk.as_ref())?;
-        }
-        self.segments.drain(..count);
-        self.sync_dir()
     }
 
     /// Checks the log's invariants (debug builds, after open and truncate).

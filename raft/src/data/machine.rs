@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::disk::Disk;
-use sluice_engine::{EngineError, FlushTicket, Log, LogConfig, Offset, Timestamp};
+use sluice_engine::{Detached, EngineError, FlushTicket, Log, LogConfig, Offset, Timestamp};
 
 use crate::checkpoint;
 use crate::data::command::{
@@ -120,6 +120,9 @@ pub struct PreparedCheckpoint {
     files: BTreeMap<PartitionKey, Vec<(SegmentRef, PathBuf)>>,
     tickets: Vec<(PartitionKey, FlushTicket)>,
     synced: Vec<(PartitionKey, FlushTicket, io::Result<()>)>,
+    /// Segments the previous checkpoint's retention took out of their
+    /// logs, deleted here, with no lock held.
+    retired: Vec<Detached>,
     /// How many of the machine's doomed directories predate the capture.
     doomed: usize,
     /// The encoded manifest once written, or why writing failed.
@@ -150,6 +153,13 @@ impl PreparedCheckpoint {
     /// file and pins the segments it covers. Needs no access to the
     /// machine; the outcome is kept for `finish_checkpoint`.
     pub fn write(&mut self) {
+        for retired in std::mem::take(&mut self.retired) {
+            // Left on disk, they come back at the next open and are
+            // retired again: nothing is lost by trying later.
+            if let Err(e) = retired.remove() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "deleting expired segments failed");
+            }
+        }
         self.synced = std::mem::take(&mut self.tickets)
             .into_iter()
             .map(|(key, ticket)| {
@@ -212,6 +222,10 @@ pub struct DataMachine {
     /// The encoded manifest of the last checkpoint (the snapshot data).
     last_checkpoint: Vec<u8>,
     doomed: Vec<PathBuf>,
+    /// Expired segments taken out of their logs at the last checkpoint,
+    /// deleted by the next one's write step (no lock held): unlinking and
+    /// unmapping them under the write lock stalled apply.
+    retired: std::sync::Mutex<Vec<Detached>>,
     /// This node's RPC address, named in manifests as their source.
     source: String,
     fetcher: Option<Arc<dyn SegmentFetcher>>,
@@ -272,6 +286,7 @@ impl DataMachine {
             seq: body.seq,
             last_checkpoint: Vec::new(),
             doomed: Vec::new(),
+            retired: std::sync::Mutex::new(Vec::new()),
             source: String::new(),
             fetcher: None,
         };
@@ -653,7 +668,8 @@ impl DataMachine {
     /// Makes everything applied so far durable and records it, with
     /// `raft_state` (see the module docs); pins the segments it covers and
     /// keeps the manifest as the snapshot data; then deletes dropped
-    /// queues' files and expired segments. `now` only drives retention.
+    /// queues' files and takes expired segments out of their logs (the
+    /// next checkpoint deletes their files). `now` only drives retention.
     /// The three steps of [`DataMachine::prepare_checkpoint`] in one call.
     pub fn checkpoint(&mut self, raft_state: Vec<u8>, now: Timestamp) -> Result<(), MachineError> {
         let mut prepared = self.prepare_checkpoint(raft_state)?;
@@ -721,6 +737,7 @@ impl DataMachine {
             files,
             tickets,
             synced: Vec::new(),
+            retired: std::mem::take(&mut *self.retired.lock().unwrap_or_else(|p| p.into_inner())),
             doomed: self.doomed.len(),
             written: None,
         })
@@ -729,7 +746,9 @@ impl DataMachine {
     /// Records a written checkpoint: the logs' new durable offsets (or
     /// their poisoning, when an fsync failed), the manifest as the
     /// snapshot data; then deletes the files of queues dropped before the
-    /// capture, and expired segments. Fails when the write did.
+    /// capture, and retires expired segments (taken out of their logs here,
+    /// deleted by the next checkpoint's write step, with no lock held).
+    /// Fails when the write did.
     pub fn finish_checkpoint(
         &mut self,
         prepared: PreparedCheckpoint,
@@ -774,12 +793,13 @@ impl DataMachine {
         for doomed_dir in self.doomed.drain(..doomed.min(self.doomed.len())) {
             snapshot::remove_tree(self.disk.as_ref(), &doomed_dir).map_err(io_err)?;
         }
-        for (key, partition) in self.partitions.iter_mut() {
+        let retired = self.retired.get_mut().unwrap_or_else(|p| p.into_inner());
+        for partition in self.partitions.values_mut() {
             partition.prune_ids(now);
-            partition
-                .log_mut()
-                .apply_retention(now)
-                .map_err(|source| MachineError::Engine { key: *key, source })?;
+            let (_, detached) = partition.log_mut().detach_retention(now);
+            if !detached.is_empty() {
+                retired.push(detached);
+            }
         }
         Ok(())
     }

@@ -458,3 +458,62 @@ fn a_crash_after_a_checkpoint_replays_to_the_same_state() {
         }
     }
 }
+
+/// Goal: retention runs at checkpoints without deleting files under the
+/// machine's write lock. A checkpoint takes expired segments out of their
+/// logs (readers no longer see them); the next checkpoint's write step
+/// deletes their files; a crash in between leaves them on disk, where a
+/// reopen finds them (and the next checkpoint retires them again).
+#[test]
+fn expired_segments_leave_at_one_checkpoint_and_the_disk_at_the_next() {
+    let disk = SimDisk::new();
+    let mut m = open(&disk);
+    create(&mut m, 1, 1);
+    let body = "e".repeat(900);
+    for i in 0..20u64 {
+        propose(
+            &mut m,
+            10 + u128::from(i),
+            t(10),
+            produce(vec![message(0, &body)]),
+        );
+    }
+    let files = |disk: &SimDisk| {
+        disk.file_names(std::path::Path::new(&format!("{DIR}/q{}-p0", Q.0)))
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .count()
+    };
+    m.checkpoint(Vec::new(), t(11))
+        .expect("checkpoint seals the segments");
+    let before = files(&disk);
+    assert!(before > 3, "{before} segment files");
+    // An hour and more later every message has expired.
+    let later = t(10 + 3601);
+    propose(&mut m, 100, later, produce(vec![message(0, "live")]));
+    m.checkpoint(Vec::new(), later).expect("checkpoint retires");
+    let start = m.partition(key(0)).expect("partition").log().start_offset();
+    assert!(start > Offset(0), "expired segments left the log");
+    assert_eq!(
+        files(&disk),
+        before,
+        "their files wait for the next checkpoint"
+    );
+    // A crash now (the machine keeps running on `disk`): the image
+    // reopens with the files still there.
+    let image = disk.crash(CrashMode::LoseAll, 1);
+    let reopened = open(&image);
+    assert_eq!(
+        reopened
+            .partition(key(0))
+            .expect("partition")
+            .log()
+            .start_offset(),
+        Offset(0),
+        "a reopen finds the files again"
+    );
+    m.checkpoint(Vec::new(), later).expect("checkpoint deletes");
+    assert!(files(&disk) < before, "deleted by the next checkpoint");
+    let bodies: Vec<String> = visible(&m, 0, later).into_iter().map(|r| r.2).collect();
+    assert_eq!(bodies, vec!["live"]);
+}
