@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::cluster::{Cluster, ClusterFailure};
 use crate::config::ServeConfig;
 use crate::disk_space::DiskSpace;
-use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits, WAIT_MS_MAX_DEFAULT};
+use crate::http::{AppState, BODY_BYTES_MAX_DEFAULT, Limits, Shared, WAIT_MS_MAX_DEFAULT};
 use crate::metrics::Metrics;
 use crate::secrets;
 use crate::v2::coordinator::{Coordinator, SWEEP_INTERVAL_MS};
@@ -105,7 +105,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     node_config.checkpoint_entries = config.checkpoint_entries;
     let route_timeout_ms = node_config.route_timeout_ms;
     let node = Arc::new(Node::open(node_config, Arc::new(FileDisk)).await?);
-    let state = AppState {
+    let state = AppState::new(Shared {
         cluster: Cluster::new(Arc::clone(&node)),
         limits: Limits {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
@@ -131,7 +131,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             Some(settings) => Some(crate::token::service(settings).map_err(StartError::Setting)?),
             None => None,
         },
-    };
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
     tokio::spawn(sweep_sessions(state.clone(), stop_rx.clone()));
