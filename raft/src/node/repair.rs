@@ -17,6 +17,12 @@
 //!
 //! A single-node cluster has no peer to repair from: the partition stays
 //! fenced (its reads answer 503) until an operator restores the data.
+//!
+//! Cost on the healthy peer: it copies and verifies the batches under its
+//! group's read lock, so applies there wait for up to one segment's copy
+//! (tens of milliseconds for 64 MiB). Repairs are rare; a peer serving
+//! many at once would want the copy taken from mappings outside the lock,
+//! as the scrubber does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +70,9 @@ impl Node {
                 repaired += 1;
             }
         }
-        if repaired > 0 {
-            self.fence_groups().await;
-        }
+        // Fences lifted (repaired, or the segment is gone): elections
+        // resume in those groups.
+        self.fence_groups().await;
         repaired
     }
 
