@@ -54,18 +54,34 @@ pub(crate) fn check(state: &AppState, headers: &HeaderMap) -> Result<(), V1Error
     }
 }
 
-/// `GET /admin/status`: nodes, and every group's leader, term, indexes,
-/// members and (where this node leads) each follower's lag.
+/// `GET /admin/status`: nodes, every group's leader, term, indexes,
+/// members and (where this node leads) each follower's lag, and this
+/// node's damaged segments awaiting repair.
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, V1Error> {
     check(&state, &headers)?;
     let node = state.cluster.node();
     let nodes = state.cluster.meta(|m| m.nodes().clone()).await?;
     let groups: Vec<_> = node.groups().filter_map(|g| node.status(g)).collect();
+    let damaged: Vec<_> = node
+        .fences()
+        .list()
+        .into_iter()
+        .map(|(d, reason)| {
+            json!({
+                "group": d.group.0,
+                "queue_id": d.key.queue.0,
+                "partition": d.key.partition.0,
+                "segment_base": d.base.0,
+                "reason": reason,
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "status": "ok",
         "node": node.id(),
         "nodes": nodes,
         "groups": groups,
+        "damaged_segments": damaged,
     }))
     .into_response())
 }
