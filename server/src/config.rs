@@ -730,6 +730,59 @@ mod tests {
     }
 
     #[test]
+    fn storage_settings_come_from_the_file_and_are_bounded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "segment-kib = 4\ncheckpoint-entries = 10\nscrub-mib-per-s = 0\n",
+        )
+        .expect("write");
+        let c = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect("resolve");
+        assert_eq!(
+            (c.segment_bytes, c.checkpoint_entries, c.scrub_bytes_per_s),
+            (4096, 10, 0)
+        );
+        let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(defaults.segment_bytes, SEGMENT_KIB_DEFAULT * 1024);
+        assert_eq!(
+            defaults.scrub_bytes_per_s,
+            SCRUB_MIB_PER_S_DEFAULT * 1024 * 1024
+        );
+        let refused = [
+            (
+                ServeArgs {
+                    segment_kib: Some(3),
+                    ..ServeArgs::default()
+                },
+                "--segment-kib",
+            ),
+            (
+                ServeArgs {
+                    checkpoint_entries: Some(9),
+                    ..ServeArgs::default()
+                },
+                "--checkpoint-entries",
+            ),
+            (
+                ServeArgs {
+                    scrub_mib_per_s: Some(SCRUB_MIB_PER_S_MAX + 1),
+                    ..ServeArgs::default()
+                },
+                "--scrub-mib-per-s",
+            ),
+        ];
+        for (args, flag) in refused {
+            let err = ServeConfig::resolve(args).expect_err(flag);
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_settings_are_refused_naming_the_setting() {
         let cases: Vec<(ServeArgs, &str)> = vec![
             (
