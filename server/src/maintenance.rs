@@ -14,6 +14,8 @@ use crate::startup::stopped;
 
 /// Pause between repair passes while something is damaged.
 const REPAIR_RETRY_MS: u64 = 1_000;
+/// Pause between writeback hints for partition logs.
+const WRITEBACK_INTERVAL_MS: u64 = 200;
 /// Pause between checks of the WAL's size.
 const WAL_CHECK_MS: u64 = 1_000;
 /// Pause after a full scrub round (or when there is nothing to scrub).
@@ -70,6 +72,19 @@ pub async fn relieve_wal(node: Arc<Node>, stop: watch::Receiver<bool>) {
         node.relieve_wal().await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(WAL_CHECK_MS)) => {}
+            _ = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+/// Starts writeback of partition logs every `WRITEBACK_INTERVAL_MS`
+/// (`Node::start_writeback`), spreading the disk work a checkpoint's fsync
+/// would otherwise do in one burst.
+pub async fn writeback(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    loop {
+        node.start_writeback().await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(WRITEBACK_INTERVAL_MS)) => {}
             _ = stopped(stop.clone()) => return,
         }
     }

@@ -144,6 +144,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         Arc::clone(&node),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::maintenance::writeback(
+        Arc::clone(&node),
+        stop_rx.clone(),
+    ));
     tokio::spawn(crate::maintenance::relieve_wal(
         Arc::clone(&node),
         stop_rx.clone(),

@@ -371,6 +371,17 @@ impl Log {
         self.complete_flush(ticket, result)
     }
 
+    /// The files of the segments not yet sealed (the active one and any
+    /// rolled since the last flush), for `DiskFile::start_writeback`
+    /// outside the caller's lock.
+    pub fn unsealed_files(&self) -> Vec<Arc<dyn DiskFile>> {
+        self.segments
+            .iter()
+            .filter(|s| s.seal.is_none())
+            .filter_map(|s| s.writer().cloned())
+            .collect()
+    }
+
     /// Takes a ticket to fsync everything appended so far.
     pub fn flush_ticket(&self) -> Result<FlushTicket, EngineError> {
         self.check_writable()?;

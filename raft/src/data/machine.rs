@@ -380,6 +380,15 @@ impl DataMachine {
         self.partitions.get(&key)
     }
 
+    /// The unsealed segment files of every partition, to start their
+    /// writeback outside the lock (`Node::start_writeback`).
+    pub fn unsealed_files(&self) -> Vec<Arc<dyn sluice_engine::disk::DiskFile>> {
+        self.partitions
+            .values()
+            .flat_map(|p| p.log().unsealed_files())
+            .collect()
+    }
+
     /// Every partition this group holds, in order.
     pub fn partition_keys(&self) -> impl Iterator<Item = PartitionKey> + '_ {
         self.partitions.keys().copied()

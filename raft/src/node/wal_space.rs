@@ -1,14 +1,19 @@
-//! Keeping the node WAL small. A group's purges (after its snapshots) let
+//! Keeping the node's disk work small and smooth.
+//!
+//! **WAL space.** A group's purges (after its snapshots) let
 //! the WAL delete segments every group is past (`Wal::compact_if_due`),
 //! but an idle group never reaches its snapshot threshold, and its few
 //! old entries would pin every segment after them. So when the WAL grows
 //! past a bound, the node snapshots the groups pinning its oldest segment.
 
-use crate::node::Node;
+use crate::node::{META_GROUP, Node, NodeMachine};
 
 /// WAL segments a node keeps before it snapshots the groups pinning the
-/// oldest one (4 × 64 MiB with the default segment size).
-pub const WAL_SEGMENTS_SOFT_MAX: usize = 4;
+/// oldest one (2 × 64 MiB with the default segment size). This also
+/// checkpoints a busy group every ~128 MiB of WAL, whatever its entry
+/// count: smaller checkpoints, shorter fsync bursts (fixed-rate 50k msg/s
+/// on one node, p99 153/210 ms at 4 segments, 114/156 ms at 2).
+pub const WAL_SEGMENTS_SOFT_MAX: usize = 2;
 
 impl Node {
     /// When the WAL holds more than `WAL_SEGMENTS_SOFT_MAX` segments,
@@ -31,5 +36,39 @@ impl Node {
             }
         }
         asked
+    }
+}
+
+impl Node {
+    /// Starts writeback of every data group's unsealed partition segments
+    /// (`DiskFile::start_writeback`), so that a checkpoint's fsync finds
+    /// little dirty data: without it the checkpoint wrote everything since
+    /// the last one in one burst, and the WAL's fsyncs (which
+    /// acknowledgements wait for) queued behind it. The files are taken
+    /// under each group's read lock and hinted after it is released.
+    pub async fn start_writeback(&self) {
+        let mut files = Vec::new();
+        for (group, (_, sm)) in &self.groups {
+            if *group == META_GROUP {
+                continue;
+            }
+            if let NodeMachine::Data(data) = sm.read().machine() {
+                files.extend(data.unsealed_files());
+            }
+        }
+        if files.is_empty() {
+            return;
+        }
+        let hinted = tokio::task::spawn_blocking(move || {
+            for file in files {
+                if let Err(e) = file.start_writeback(0, u64::MAX >> 1) {
+                    tracing::debug!(error = %e, "starting writeback");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = hinted {
+            tracing::debug!(error = %e, "writeback task failed");
+        }
     }
 }
