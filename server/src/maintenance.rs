@@ -68,23 +68,29 @@ pub async fn repair(node: Arc<Node>, stop: watch::Receiver<bool>) {
 /// Checks the WAL's size every second; past its bound, snapshots the
 /// groups pinning its oldest segment (`Node::relieve_wal`).
 pub async fn relieve_wal(node: Arc<Node>, stop: watch::Receiver<bool>) {
-    loop {
+    every(WAL_CHECK_MS, stop, || async {
         node.relieve_wal().await;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(WAL_CHECK_MS)) => {}
-            _ = stopped(stop.clone()) => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// Starts writeback of partition logs every `WRITEBACK_INTERVAL_MS`
 /// (`Node::start_writeback`), spreading the disk work a checkpoint's fsync
 /// would otherwise do in one burst.
 pub async fn writeback(node: Arc<Node>, stop: watch::Receiver<bool>) {
+    every(WRITEBACK_INTERVAL_MS, stop, || node.start_writeback()).await;
+}
+
+/// Runs `step`, then pauses `interval_ms`, until shutdown begins.
+async fn every<F: std::future::Future<Output = ()>>(
+    interval_ms: u64,
+    stop: watch::Receiver<bool>,
+    mut step: impl FnMut() -> F,
+) {
     loop {
-        node.start_writeback().await;
+        step().await;
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(WRITEBACK_INTERVAL_MS)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(interval_ms)) => {}
             _ = stopped(stop.clone()) => return,
         }
     }

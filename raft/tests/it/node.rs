@@ -220,8 +220,8 @@ async fn produce_batches(node: &Node, batches: u64, body: impl Fn(u64, u64) -> V
     }
 }
 
-/// Every (offset, body) of the repaired queue's partition 0 on `node`.
-fn partition_contents(node: &Node) -> Vec<(u64, Vec<u8>)> {
+/// `f` of the repaired queue's partition 0 log on `node`.
+fn with_partition_log<T>(node: &Node, f: impl FnOnce(&sluice_engine::Log) -> T) -> T {
     let hosted = node.machine(REPAIRED_GROUP).expect("group").read();
     let NodeMachine::Data(data) = hosted.machine() else {
         panic!("a data group")
@@ -230,33 +230,32 @@ fn partition_contents(node: &Node) -> Vec<(u64, Vec<u8>)> {
         queue: REPAIRED_QUEUE,
         partition: PartitionId(0),
     };
-    let log = data.partition(key).expect("partition").log();
-    let mut out = Vec::new();
-    let mut at = log.start_offset();
-    while at < log.next_offset() {
-        let records = log.read(at, 1_000, 1 << 20).expect("read");
-        at = records.last().expect("records").offset.plus(1);
-        out.extend(
-            records
-                .into_iter()
-                .map(|r| (r.offset.0, r.payload.to_vec())),
-        );
-    }
-    out
+    f(data.partition(key).expect("partition").log())
+}
+
+/// Every (offset, body) of the repaired queue's partition 0 on `node`.
+fn partition_contents(node: &Node) -> Vec<(u64, Vec<u8>)> {
+    with_partition_log(node, |log| {
+        let mut out = Vec::new();
+        let mut at = log.start_offset();
+        while at < log.next_offset() {
+            let records = log.read(at, 1_000, 1 << 20).expect("read");
+            at = records.last().expect("records").offset.plus(1);
+            out.extend(
+                records
+                    .into_iter()
+                    .map(|r| (r.offset.0, r.payload.to_vec())),
+            );
+        }
+        out
+    })
 }
 
 /// The sealed segments of the repaired partition on `node`.
 fn sealed_segments(node: &Node) -> Vec<sluice_engine::SegmentInfo> {
-    let hosted = node.machine(REPAIRED_GROUP).expect("group").read();
-    let NodeMachine::Data(data) = hosted.machine() else {
-        panic!("a data group")
-    };
-    let key = PartitionKey {
-        queue: REPAIRED_QUEUE,
-        partition: PartitionId(0),
-    };
-    let log = data.partition(key).expect("partition").log();
-    log.segments().into_iter().filter(|s| s.sealed).collect()
+    with_partition_log(node, |log| {
+        log.segments().into_iter().filter(|s| s.sealed).collect()
+    })
 }
 
 /// Goal: corruption fencing (issue [2/5], milestone C). A replica whose
