@@ -185,6 +185,9 @@ pub(crate) struct Segment {
     mapping: Mutex<Option<Mapping>>,
     /// Bytes from position 0 whose CRCs have been checked since open.
     verified_len: AtomicU64,
+    /// Bytes from position 0 whose writeback has been started
+    /// (`Log::writeback_due`).
+    writeback_started: AtomicU64,
 }
 
 impl Segment {
@@ -212,6 +215,7 @@ impl Segment {
             index,
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(0),
+            writeback_started: AtomicU64::new(0),
         })
     }
 
@@ -232,6 +236,7 @@ impl Segment {
             index: OnceLock::new(),
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(0),
+            writeback_started: AtomicU64::new(0),
         }
     }
 
@@ -262,6 +267,7 @@ impl Segment {
             index,
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(scan.valid_len),
+            writeback_started: AtomicU64::new(0),
         }
     }
 
@@ -271,6 +277,13 @@ impl Segment {
 
     pub fn writer(&self) -> Option<&Arc<dyn DiskFile>> {
         self.writer.as_ref()
+    }
+
+    /// The byte range appended since the last call, if any: marks it as
+    /// having its writeback started.
+    pub fn writeback_due(&self) -> Option<(u64, u64)> {
+        let from = self.writeback_started.swap(self.len, Ordering::AcqRel);
+        (self.len > from).then(|| (from, self.len - from))
     }
 
     /// Appends a stamped batch at the end of this (active) segment.

@@ -371,14 +371,20 @@ impl Log {
         self.complete_flush(ticket, result)
     }
 
-    /// The files of the segments not yet sealed (the active one and any
-    /// rolled since the last flush), for `DiskFile::start_writeback`
-    /// outside the caller's lock.
-    pub fn unsealed_files(&self) -> Vec<Arc<dyn DiskFile>> {
+    /// What was appended since the last call, per unsealed segment file
+    /// (the active one and any rolled since the last flush): the file and
+    /// the byte range, for `DiskFile::start_writeback` outside the
+    /// caller's lock. Segments that did not grow are left out, so the
+    /// hints cost nothing for idle partitions.
+    pub fn writeback_due(&self) -> Vec<(Arc<dyn DiskFile>, u64, u64)> {
         self.segments
             .iter()
             .filter(|s| s.seal.is_none())
-            .filter_map(|s| s.writer().cloned())
+            .filter_map(|s| {
+                let writer = s.writer()?;
+                let (from, len) = s.writeback_due()?;
+                Some((Arc::clone(writer), from, len))
+            })
             .collect()
     }
 

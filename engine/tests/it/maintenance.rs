@@ -253,3 +253,22 @@ fn detached_segments_leave_the_log_at_once_and_the_disk_on_remove() {
     assert_eq!(reopened.start_offset(), bases[2]);
     assert_records(&read_all(&reopened), bases[2].0, 0);
 }
+
+/// Method: ask for the writeback due after appends, again with none, and
+/// after a roll: each range is reported once, and only what grew.
+#[test]
+fn writeback_is_due_once_for_each_appended_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), small_config()).expect("open");
+    append_records(&mut log, 3, 3, 0, 100);
+    let first = log.writeback_due();
+    assert_eq!(first.len(), 1, "the active segment grew");
+    let (_, from, len) = &first[0];
+    assert_eq!(*from, 0);
+    assert!(*len > 300);
+    assert!(log.writeback_due().is_empty(), "nothing new");
+    append_records(&mut log, 1, 1, 0, 100);
+    let second = log.writeback_due();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].1, *len, "starts where the last range ended");
+}

@@ -380,12 +380,13 @@ impl DataMachine {
         self.partitions.get(&key)
     }
 
-    /// The unsealed segment files of every partition, to start their
-    /// writeback outside the lock (`Node::start_writeback`).
-    pub fn unsealed_files(&self) -> Vec<Arc<dyn sluice_engine::disk::DiskFile>> {
+    /// What every partition appended since the last call (`Log::
+    /// writeback_due`), to start its writeback outside the lock
+    /// (`Node::start_writeback`).
+    pub fn writeback_due(&self) -> Vec<(Arc<dyn sluice_engine::disk::DiskFile>, u64, u64)> {
         self.partitions
             .values()
-            .flat_map(|p| p.log().unsealed_files())
+            .flat_map(|p| p.log().writeback_due())
             .collect()
     }
 

@@ -53,15 +53,15 @@ impl Node {
                 continue;
             }
             if let NodeMachine::Data(data) = sm.read().machine() {
-                files.extend(data.unsealed_files());
+                files.extend(data.writeback_due());
             }
         }
         if files.is_empty() {
             return;
         }
         let hinted = tokio::task::spawn_blocking(move || {
-            for file in files {
-                if let Err(e) = file.start_writeback(0, u64::MAX >> 1) {
+            for (file, from, len) in files {
+                if let Err(e) = file.start_writeback(from, len) {
                     tracing::debug!(error = %e, "starting writeback");
                 }
             }
