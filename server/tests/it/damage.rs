@@ -119,12 +119,6 @@ async fn damage_a_sealed_segment(s: &Server, group: u64) -> PathBuf {
     victim
 }
 
-/// `Authorization: Bearer <admin key>` for a node started with `Server::start`.
-fn admin(s: &Server) -> String {
-    let key = std::fs::read_to_string(s.data_dir().join("admin.key")).expect("admin key");
-    format!("Bearer {}", key.trim())
-}
-
 /// Waits until `series` on `s` satisfies `ok`.
 async fn wait_metric(s: &Server, series: &str, ok: impl Fn(f64) -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -158,7 +152,7 @@ async fn a_lone_node_never_serves_its_damaged_partition_and_keeps_writing() {
     wait_metric(&s, "sluice_damaged_segments", |v| v == 1.0).await;
 
     let status = s
-        .call("GET", "/admin/status", Some(&admin(&s)), &[], "")
+        .call("GET", "/admin/status", Some(&s.admin_auth()), &[], "")
         .await;
     let damaged = status.expect(200)["damaged_segments"].clone();
     assert_eq!(damaged.as_array().map(Vec::len), Some(1), "{damaged}");

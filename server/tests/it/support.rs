@@ -124,6 +124,13 @@ impl Server {
         crate::metrics::value(&text, series)
     }
 
+    /// `Authorization: Bearer <admin key>`, with the key `sluice serve`
+    /// wrote into its data directory.
+    pub fn admin_auth(&self) -> String {
+        let key = std::fs::read_to_string(self.data_dir.join("admin.key")).expect("admin key");
+        format!("Bearer {}", key.trim())
+    }
+
     /// `Authorization: Application <default key>`.
     pub fn auth(&self) -> String {
         format!("Application {}", self.key)

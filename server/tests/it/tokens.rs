@@ -82,16 +82,9 @@ pub async fn token_get(s: &Server, auth: &str, extra: &[(&str, &str)]) -> Reply 
 }
 
 /// An operator's JSON request, with the admin key `sluice serve` wrote
-/// into its data directory `dir`.
-async fn admin_call(
-    s: &Server,
-    dir: &std::path::Path,
-    method: &str,
-    path: impl AsRef<str>,
-    body: Value,
-) -> Reply {
-    let key = std::fs::read_to_string(dir.join("admin.key")).expect("admin key");
-    let bearer = format!("Bearer {}", key.trim());
+/// into its data directory.
+async fn admin_call(s: &Server, method: &str, path: impl AsRef<str>, body: Value) -> Reply {
+    let bearer = s.admin_auth();
     let json = [("content-type", "application/json")];
     s.call(
         method,
@@ -363,24 +356,11 @@ async fn tokens_are_issued_and_the_error_table_holds() {
     .expect_error(403, "Forbidden");
 
     // Operators: count users, refuse new ones, move a node's users away.
-    let users = admin_call(
-        &s,
-        dir.path(),
-        "GET",
-        "/admin/token/queuey-1.0/users",
-        Value::Null,
-    )
-    .await;
+    let users = admin_call(&s, "GET", "/admin/token/queuey-1.0/users", Value::Null).await;
     assert_eq!(users.expect(200)["users"], 3, "alice, bob and dave");
-    admin_call(
-        &s,
-        dir.path(),
-        "PUT",
-        "/admin/token/new-users",
-        json!({"allow": false}),
-    )
-    .await
-    .expect(200);
+    admin_call(&s, "PUT", "/admin/token/new-users", json!({"allow": false}))
+        .await
+        .expect(200);
     let refused = token_get(&s, "Bearer good-erin-1", &[]).await;
     expect_error(
         &refused,
@@ -389,18 +369,11 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         "New users are not allowed",
     );
     token_get(&s, "Bearer good-alice-1", &[]).await.expect(200);
-    admin_call(
-        &s,
-        dir.path(),
-        "PUT",
-        "/admin/token/new-users",
-        json!({"allow": true}),
-    )
-    .await
-    .expect(200);
+    admin_call(&s, "PUT", "/admin/token/new-users", json!({"allow": true}))
+        .await
+        .expect(200);
     let unassigned = admin_call(
         &s,
-        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/nodes/unassign",
         json!({"url": node}),
@@ -426,7 +399,6 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         .expect(200);
     let purged = admin_call(
         &s,
-        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/purge",
         json!({"grace_ms": 0}),
@@ -446,7 +418,6 @@ async fn tokens_are_issued_and_the_error_table_holds() {
         .expect_code(404, "InvalidQueueName");
     let again = admin_call(
         &s,
-        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/purge",
         json!({"grace_ms": 0}),
@@ -641,18 +612,11 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     )
     .await;
     let policy = "/admin/token/queuey-1.0/policy".to_string();
-    admin_call(
-        &s,
-        dir.path(),
-        "PUT",
-        policy.clone(),
-        json!({"policy": "bucketed"}),
-    )
-    .await
-    .expect_error(400, "policy");
+    admin_call(&s, "PUT", policy.clone(), json!({"policy": "bucketed"}))
+        .await
+        .expect_error(400, "policy");
     let set = admin_call(
         &s,
-        dir.path(),
         "PUT",
         policy.clone(),
         json!({"policy": "bucketed", "buckets": 4}),
@@ -661,12 +625,11 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     let map: Vec<String> = serde_json::from_value(set.expect(200)["buckets"].clone()).expect("map");
     assert_eq!(map.len(), 4);
     assert_ne!(map[0], map[1], "buckets spread over both groups");
-    let shown = admin_call(&s, dir.path(), "GET", policy.clone(), Value::Null).await;
+    let shown = admin_call(&s, "GET", policy.clone(), Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "bucketed");
     // An operator places a user; the user's next token names that node.
     let placed = admin_call(
         &s,
-        dir.path(),
         "POST",
         "/admin/token/queuey-1.0/users".to_string(),
         json!({"email": "placed@api.accounts.firefox.com", "node": map[1]}),
@@ -683,7 +646,6 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     // --token-release-rate 0.5: a new node offered half its capacity.
     let node = admin_call(
         &s,
-        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/nodes".to_string(),
         json!({"url": map[0]}),
@@ -714,7 +676,6 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     // next login.
     let moved = admin_call(
         &s,
-        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/buckets/0".to_string(),
         json!({"url": map[1]}),
@@ -734,23 +695,16 @@ async fn bucketed_assignment_places_users_by_bucket_and_moves_buckets() {
     }
     admin_call(
         &s,
-        dir.path(),
         "PUT",
         "/admin/token/queuey-1.0/buckets/x".to_string(),
         Value::Null,
     )
     .await
     .expect_error(400, "bucket");
-    admin_call(
-        &s,
-        dir.path(),
-        "PUT",
-        policy.clone(),
-        json!({"policy": "least-loaded"}),
-    )
-    .await
-    .expect(200);
-    let shown = admin_call(&s, dir.path(), "GET", policy, Value::Null).await;
+    admin_call(&s, "PUT", policy.clone(), json!({"policy": "least-loaded"}))
+        .await
+        .expect(200);
+    let shown = admin_call(&s, "GET", policy, Value::Null).await;
     assert_eq!(shown.expect(200)["policy"], "least-loaded");
 }
 

@@ -288,8 +288,7 @@ async fn stale_commits_are_fenced_and_leaving_hands_over_at_once() {
     assert_eq!(body["members"].as_array().expect("members").len(), 1);
     assert_eq!(body["lag"], 60);
     // Operators see the same through /admin, with the admin key.
-    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).expect("admin key");
-    let bearer = format!("Bearer {}", admin_key.trim());
+    let bearer = s.admin_auth();
     let path = "/admin/queues/test/q/groups/workers";
     let admin = s.call("GET", path, Some(&bearer), &[], "").await;
     assert_eq!(admin.expect(200)["lag"], 60);
