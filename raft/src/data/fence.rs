@@ -15,10 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::Offset;
+use sluice_engine::{EngineError, Offset};
 
 use crate::ids::{GroupId, PartitionKey};
 
@@ -55,6 +55,10 @@ pub struct BatchRange {
 #[derive(Debug, Default)]
 pub struct Fences {
     damaged: Mutex<BTreeMap<Damage, String>>,
+    /// How many entries `damaged` holds, kept under its lock: reads ask
+    /// `is_fenced` on every request, and almost always nothing is fenced,
+    /// so they answer from this without taking the lock.
+    fenced_count: AtomicUsize,
     found_total: AtomicU64,
     repaired_total: AtomicU64,
     scrubbed_bytes_total: AtomicU64,
@@ -84,15 +88,32 @@ impl Fences {
             partition = damage.key.partition.0, segment = %damage.base, %reason,
             "damaged partition data: fenced until repaired from a peer");
         damaged.insert(damage, reason);
+        self.fenced_count.store(damaged.len(), Ordering::Release);
         self.found_total.fetch_add(1, Ordering::Relaxed);
         drop(damaged);
         self.wake.notify_one();
         true
     }
 
+    /// Fences the segment a `Corrupted` error from reading partition `key`
+    /// of `group` names; true when the error was damage.
+    pub fn report_error(&self, group: GroupId, key: PartitionKey, error: &EngineError) -> bool {
+        let Some(base) = error.damaged_segment_base() else {
+            return false;
+        };
+        self.report(Damage { group, key, base }, &error.to_string());
+        true
+    }
+
     /// Lifts the fence of `damage` once it is repaired (or gone).
     pub fn clear(&self, damage: Damage, repaired: bool) {
-        if self.damaged().remove(&damage).is_some() && repaired {
+        let removed = {
+            let mut damaged = self.damaged();
+            let removed = damaged.remove(&damage).is_some();
+            self.fenced_count.store(damaged.len(), Ordering::Release);
+            removed
+        };
+        if removed && repaired {
             self.repaired_total.fetch_add(1, Ordering::Relaxed);
             tracing::info!(?damage, "damaged segment repaired from a peer");
         }
@@ -100,14 +121,17 @@ impl Fences {
 
     /// Whether any partition of `group` is fenced on this node.
     pub fn is_group_fenced(&self, group: GroupId) -> bool {
-        self.damaged().keys().any(|d| d.group == group)
+        self.fenced_count.load(Ordering::Acquire) > 0
+            && self.damaged().keys().any(|d| d.group == group)
     }
 
     /// Whether partition `key` of `group` is fenced on this node.
     pub fn is_fenced(&self, group: GroupId, key: PartitionKey) -> bool {
-        self.damaged()
-            .keys()
-            .any(|d| d.group == group && d.key == key)
+        self.fenced_count.load(Ordering::Acquire) > 0
+            && self
+                .damaged()
+                .keys()
+                .any(|d| d.group == group && d.key == key)
     }
 
     /// Every fenced segment, with why.

@@ -52,12 +52,7 @@ impl Node {
     /// `Corrupted` one fences its segment. True when it was damage (the
     /// caller must then not serve what it read).
     pub fn report_damage(&self, group: GroupId, key: PartitionKey, error: &EngineError) -> bool {
-        let Some(base) = error.damaged_segment_base() else {
-            return false;
-        };
-        self.fences()
-            .report(Damage { group, key, base }, &error.to_string());
-        true
+        self.fences().report_error(group, key, error)
     }
 
     /// One round of repairs (see the module docs); returns how many
@@ -295,8 +290,7 @@ fn copy_failed(
     key: PartitionKey,
     e: EngineError,
 ) -> BatchCopyError {
-    if let Some(base) = e.damaged_segment_base() {
-        fences.report(Damage { group, key, base }, &e.to_string());
+    if fences.report_error(group, key, &e) {
         return BatchCopyError::Unavailable(e.to_string());
     }
     match e {
