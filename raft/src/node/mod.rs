@@ -40,12 +40,14 @@ use crate::meta::machine::MetaMachine;
 use crate::transport::rpc::ClusterSecret;
 use crate::wal::{Wal, WalError};
 
+mod read_rounds;
 mod repair;
 mod routing;
 mod status;
 mod wal_space;
 mod watch;
 
+use read_rounds::ReadRounds;
 pub use repair::ScrubCursor;
 pub use routing::{MEMBERSHIP_TIMEOUT_MS, RouteError, Routed};
 pub use status::GroupStatus;
@@ -200,6 +202,8 @@ pub struct Node {
     groups: BTreeMap<GroupId, (GroupRaft, StateMachine<NodeMachine>)>,
     host: Arc<RaftHost<StateMachine<NodeMachine>>>,
     leaders: LeaderClient,
+    /// Per group: concurrent linearizable reads share read-index rounds.
+    reads: BTreeMap<GroupId, ReadRounds<Result<u64, RouteError>>>,
 }
 
 impl Node {
@@ -268,12 +272,14 @@ impl Node {
             fences: Arc::clone(host.fences()),
         }));
         let leaders = LeaderClient::new(client, config.secret.clone());
+        let reads = groups.keys().map(|g| (*g, ReadRounds::new())).collect();
         Ok(Node {
             config,
             wal,
             groups,
             host,
             leaders,
+            reads,
         })
     }
 

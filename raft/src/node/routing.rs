@@ -17,6 +17,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 
 use crate::glue::cluster::{self, ClusterError, MembershipChange};
 use crate::ids::GroupId;
+use crate::node::watch::applied_at_least;
 use crate::node::{GroupRaft, Node};
 
 /// Pause between attempts while a group has no reachable leader.
@@ -117,6 +118,16 @@ impl Node {
     /// this node has applied everything committed before the call.
     /// Returns the leader.
     pub async fn linearizable(&self, group: GroupId) -> Result<u64, RouteError> {
+        let rounds = self
+            .reads
+            .get(&group)
+            .ok_or(RouteError::UnknownGroup(group))?;
+        rounds.read(|| self.linearizable_round(group)).await
+    }
+
+    /// One read-index round of `linearizable`, shared by every read that
+    /// arrived before it began (see `read_rounds.rs`).
+    async fn linearizable_round(&self, group: GroupId) -> Result<u64, RouteError> {
         let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
         let routed = self
             .route(
@@ -142,13 +153,10 @@ impl Node {
                         Attempt::Done(Routed { value, .. }) => value,
                         Attempt::Retry(why) => return Ok(Attempt::Retry(why)),
                     };
-                    match raft
-                        .wait(Some(remaining))
-                        .applied_index_at_least(Some(index), "linearizable read")
-                        .await
-                    {
-                        Ok(_) => Ok(Attempt::Done(Routed { value: (), leader })),
-                        Err(e) => Ok(Attempt::Retry(format!("applying to {index}: {e}"))),
+                    if applied_at_least(raft, index, remaining).await {
+                        Ok(Attempt::Done(Routed { value: (), leader }))
+                    } else {
+                        Ok(Attempt::Retry(format!("applying to {index} timed out")))
                     }
                 },
             )
@@ -296,7 +304,9 @@ fn settle<T>(
 
 /// The leader in `raft`'s metrics, with its address unless it is `me`.
 fn leader_of(raft: &GroupRaft, me: u64) -> Option<(u64, Option<String>)> {
-    let metrics = raft.metrics().borrow_watched().clone();
+    // Borrowed, not cloned: this runs on every request.
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow_watched();
     let leader = metrics.current_leader?;
     if leader == me {
         return Some((leader, None));
