@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sluice_raft::node::{META_GROUP, NodeMachine};
@@ -37,7 +37,9 @@ pub const PARTITION_SERIES_MAX: usize = 10_000;
 /// This node's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// By route template, then method and status (a handful per route,
+    /// so a list; no allocation per request once a series exists).
+    requests: Mutex<BTreeMap<String, Vec<(Method, u16, Histogram)>>>,
     produced_messages: AtomicU64,
     produced_bytes: AtomicU64,
     consumed_messages: AtomicU64,
@@ -59,28 +61,39 @@ impl Metrics {
         self.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn observe(&self, route: &str, method: &str, status: u16, micros: u64) {
+    fn observe(&self, route: &str, method: &Method, status: u16, micros: u64) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        requests
-            .entry((route.to_string(), method.to_string(), status))
-            .or_insert_with(|| Histogram::new(LATENCY_BOUNDS_US))
-            .observe(micros);
+        let series = match requests.get_mut(route) {
+            Some(series) => series,
+            None => requests.entry(route.to_string()).or_default(),
+        };
+        match series
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, h)) => h.observe(micros),
+            None => {
+                let mut h = Histogram::new(LATENCY_BOUNDS_US);
+                h.observe(micros);
+                series.push((method.clone(), status, h));
+            }
+        }
     }
 }
 
 /// A route layer: times every request that matched a route.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
     let micros = started.elapsed().as_micros() as u64;
-    state
-        .metrics
-        .observe(&route, &method, response.status().as_u16(), micros);
+    state.metrics.observe(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        response.status().as_u16(),
+        micros,
+    );
     response
 }
 
@@ -105,12 +118,14 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "HTTP requests by route, method and status.",
         );
-        for ((route, method, status), h) in requests.iter() {
-            let labels = format!(
-                "route=\"{}\",method=\"{method}\",status=\"{status}\"",
-                escape(route)
-            );
-            let _ = writeln!(out, "sluice_http_requests_total{{{labels}}} {}", h.count());
+        for (route, series) in requests.iter() {
+            for (method, status, h) in series {
+                let labels = format!(
+                    "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                    escape(route)
+                );
+                let _ = writeln!(out, "sluice_http_requests_total{{{labels}}} {}", h.count());
+            }
         }
         header(
             &mut out,
@@ -118,18 +133,20 @@ pub fn render(state: &AppState) -> String {
             "histogram",
             "HTTP request latency.",
         );
-        for ((route, method, status), h) in requests.iter() {
-            let labels = format!(
-                "route=\"{}\",method=\"{method}\",status=\"{status}\"",
-                escape(route)
-            );
-            histogram(
-                &mut out,
-                "sluice_http_request_duration_seconds",
-                &labels,
-                h,
-                1e6,
-            );
+        for (route, series) in requests.iter() {
+            for (method, status, h) in series {
+                let labels = format!(
+                    "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                    escape(route)
+                );
+                histogram(
+                    &mut out,
+                    "sluice_http_request_duration_seconds",
+                    &labels,
+                    h,
+                    1e6,
+                );
+            }
         }
     }
     for (name, help, value) in [

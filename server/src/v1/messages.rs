@@ -5,6 +5,10 @@
 //! message in a batch writes nothing. Writes answer after the data group
 //! has committed (majority, fsynced) and applied them.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -51,6 +55,22 @@ struct Draft {
     body: Vec<u8>,
 }
 
+/// The answer to a post (typed rather than a `json!` tree: this is the
+/// hottest answer there is).
+#[derive(serde::Serialize)]
+struct PostAnswer {
+    status: &'static str,
+    messages: Vec<Posted>,
+}
+
+/// Where one posted message went.
+#[derive(serde::Serialize)]
+struct Posted {
+    key: String,
+    timestamp: String,
+    partition: u32,
+}
+
 /// `POST /v1/{app}/{queue}`: one message (the whole body) or a JSON batch.
 pub async fn post(
     State(state): State<AppState>,
@@ -62,7 +82,7 @@ pub async fn post(
     caller?.require_app(&app)?;
     let bytes = read_body(&state, body).await?;
     let partitions = queue.settings.partitions;
-    let mut pick = PartitionPicker::new()?;
+    let mut pick = PartitionPicker::new();
     let content_type = header_text(&headers, header::CONTENT_TYPE);
     let drafts = if content_type.as_deref().is_some_and(is_json) {
         parse_batch(&bytes, partitions, &mut pick)?
@@ -123,18 +143,19 @@ pub async fn post(
             "the data group's reply does not match the request",
         )
     })?;
-    let out: Vec<Value> = placements
+    let messages: Vec<Posted> = placements
         .iter()
-        .map(|p| {
-            json!({
-                "key": params::format_id(&message_id(p.timestamp, queue.group, p.partition)),
-                "timestamp": params::format_timestamp(p.timestamp),
-                "partition": partition_number(p.partition),
-            })
+        .map(|p| Posted {
+            key: params::format_id(&message_id(p.timestamp, queue.group, p.partition)),
+            timestamp: params::format_timestamp(p.timestamp),
+            partition: partition_number(p.partition),
         })
         .collect();
-    state.metrics.produced(out.len() as u64, body_bytes);
-    let body = Json(json!({"status": "ok", "messages": out}));
+    state.metrics.produced(messages.len() as u64, body_bytes);
+    let body = Json(PostAnswer {
+        status: "ok",
+        messages,
+    });
     Ok(routed((StatusCode::CREATED, body).into_response(), &led))
 }
 
@@ -723,15 +744,25 @@ fn unexpected(reply: &DataReply) -> V1Error {
 struct PartitionPicker(u64);
 
 impl PartitionPicker {
-    fn new() -> Result<PartitionPicker, V1Error> {
-        let seed = crate::secrets::random_bytes::<8>().map_err(|e| {
-            V1Error::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
+    /// A picker seeded from a per-process random draw and a counter: the
+    /// spread needs no secrecy, and a `getrandom` call per request cost
+    /// more than the rest of picking.
+    fn new() -> PartitionPicker {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        static PICKERS: AtomicU64 = AtomicU64::new(0);
+        let seed = *SEED.get_or_init(|| {
+            crate::secrets::random_bytes::<8>().map_or_else(
+                |_| {
+                    // No OS randomness: the clock still spreads processes.
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                },
+                u64::from_le_bytes,
             )
-        })?;
-        Ok(PartitionPicker(u64::from_le_bytes(seed) | 1))
+        });
+        let n = PICKERS.fetch_add(1, Ordering::Relaxed);
+        PartitionPicker(splitmix64(seed ^ n) | 1)
     }
 
     /// A v1 partition number in `1..=partitions`.
@@ -743,9 +774,30 @@ impl PartitionPicker {
     }
 }
 
+/// SplitMix64's finaliser: consecutive inputs give unrelated outputs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_pickers_spread_single_messages_over_every_partition() {
+        let mut seen = [0u32; 7];
+        for _ in 0..7_000 {
+            let p = PartitionPicker::new().next(7);
+            assert!((1..=7).contains(&p), "{p}");
+            seen[(p - 1) as usize] += 1;
+        }
+        // Uniform would be 1,000 each; a picker stuck on a few would not
+        // come near.
+        assert!(seen.iter().all(|&n| n > 700), "{seen:?}");
+    }
 
     #[test]
     fn json_content_types_are_recognised_loosely() {
