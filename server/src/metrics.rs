@@ -34,12 +34,15 @@ const LATENCY_BOUNDS_US: &[u64] = &[
 /// Most per-partition (and per consumer-group partition) series.
 pub const PARTITION_SERIES_MAX: usize = 10_000;
 
+/// One route's latency histogram for a method and status.
+type Series = (Method, u16, Histogram);
+
 /// This node's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// By route template, then method and status (a handful per route,
     /// so a list; no allocation per request once a series exists).
-    requests: Mutex<BTreeMap<String, Vec<(Method, u16, Histogram)>>>,
+    requests: Mutex<BTreeMap<String, Vec<Series>>>,
     produced_messages: AtomicU64,
     produced_bytes: AtomicU64,
     consumed_messages: AtomicU64,
