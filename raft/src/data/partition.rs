@@ -130,11 +130,36 @@ impl Partition {
         id_of: impl Fn(Timestamp) -> MessageId,
         messages: &[&NewMessage],
     ) -> Result<RunStart, EngineError> {
-        let first_ts = message_id::apply_timestamp(proposed, self.state.last_timestamp);
+        let timed: Vec<(Timestamp, &NewMessage)> =
+            messages.iter().map(|m| (proposed, *m)).collect();
+        let (offset, stamps) = self.append_proposed(id_of, &timed)?;
+        let timestamp = stamps
+            .first()
+            .copied()
+            .unwrap_or_else(|| message_id::apply_timestamp(proposed, self.state.last_timestamp));
+        Ok(RunStart { offset, timestamp })
+    }
+
+    /// Appends generated messages, each with the time its proposal was
+    /// made (already checked with `check_message`), in as few engine
+    /// appends as the batch limits allow; returns the first one's offset
+    /// and every message's timestamp. A message is stamped at its
+    /// proposal's time, or one tick past the previous message when that
+    /// is later: so messages of several proposals appended together get
+    /// exactly the stamps they would get appended one proposal at a time.
+    pub fn append_proposed(
+        &mut self,
+        id_of: impl Fn(Timestamp) -> MessageId,
+        messages: &[(Timestamp, &NewMessage)],
+    ) -> Result<(Offset, Vec<Timestamp>), EngineError> {
         let mut first_offset = None;
+        let mut stamps = Vec::with_capacity(messages.len());
+        let mut previous = self.state.last_timestamp;
         let mut batch = Batch::new();
-        for (i, m) in messages.iter().enumerate() {
-            let timestamp = Timestamp(first_ts.0.saturating_add(i as u64));
+        for (proposed, m) in messages {
+            let timestamp = message_id::apply_timestamp(*proposed, previous);
+            previous = Some(timestamp);
+            stamps.push(timestamp);
             let expires_at = timestamp.plus_secs(m.ttl_secs);
             let headers = record_headers(m.content_type.as_deref(), &m.headers);
             let id = id_of(timestamp);
@@ -157,14 +182,10 @@ impl Partition {
             let base = self.log.append(&mut batch)?.base_offset;
             first_offset.get_or_insert(base);
         }
-        let count = messages.len() as u64;
-        if count > 0 {
-            self.state.last_timestamp = Some(Timestamp(first_ts.0.saturating_add(count - 1)));
+        if previous.is_some() {
+            self.state.last_timestamp = previous;
         }
-        Ok(RunStart {
-            offset: first_offset.unwrap_or(self.log.next_offset()),
-            timestamp: first_ts,
-        })
+        Ok((first_offset.unwrap_or(self.log.next_offset()), stamps))
     }
 
     /// Writes a message by id: a new version at the tail, timestamped by

@@ -147,6 +147,81 @@ fn a_batch_applies_each_proposal_as_if_alone_and_retries_write_nothing() {
 }
 
 #[test]
+fn a_batch_of_produces_lands_exactly_as_its_proposals_would_one_at_a_time() {
+    let at = |secs: u64, request: u128, command: DataCommand| DataProposal {
+        request_id: RequestId(request),
+        proposed_at: t(secs),
+        command,
+    };
+    let sequenced = NewMessage {
+        sequence: Some(0),
+        ..message(1, "idempotent")
+    };
+    // Plain produces over three partitions, proposed at times that go
+    // back and forth; a refused one; an idempotent one (applied alone, in
+    // order, between the others); and a request sent twice.
+    let proposals = vec![
+        at(
+            10,
+            2,
+            produce(vec![message(0, "a"), message(2, "b"), message(0, "c")]),
+        ),
+        at(9, 3, produce(vec![message(1, "d")])),
+        at(12, 4, produce(vec![message(7, "no such partition")])),
+        at(12, 5, produce(vec![message(2, "e"), message(1, "f")])),
+        at(
+            12,
+            6,
+            DataCommand::Produce(Produce {
+                queue: Q,
+                producer: Some(ProducerId(9)),
+                messages: vec![sequenced],
+            }),
+        ),
+        at(11, 7, produce(vec![message(1, "g"), message(0, "h")])),
+        at(11, 7, produce(vec![message(1, "g"), message(0, "h")])),
+        at(20, 8, produce(vec![])),
+        at(20, 9, produce(vec![message(0, "i")])),
+    ];
+    let batched_disk = SimDisk::new();
+    let mut batched = open(&batched_disk);
+    create(&mut batched, 1, 3);
+    let DataReply::Batch(replies) = propose(
+        &mut batched,
+        100,
+        t(20),
+        DataCommand::Batch(proposals.clone()),
+    ) else {
+        panic!("not a batch reply");
+    };
+    let alone_disk = SimDisk::new();
+    let mut alone = open(&alone_disk);
+    create(&mut alone, 1, 3);
+    let one_by_one: Vec<DataReply> = proposals
+        .into_iter()
+        .map(|p| alone.apply(p).expect("apply"))
+        .collect();
+    assert_eq!(replies, one_by_one);
+    assert!(matches!(
+        replies[2],
+        DataReply::Refused(Refusal::UnknownPartition { .. })
+    ));
+    assert_eq!(replies[5], replies[6], "the repeat got the first answer");
+    for partition in 0..3 {
+        assert_eq!(
+            visible(&batched, partition, t(21)),
+            visible(&alone, partition, t(21)),
+            "partition {partition}"
+        );
+    }
+    let bodies: Vec<String> = visible(&batched, 1, t(21))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(bodies, vec!["d", "f", "idempotent", "g"]);
+}
+
+#[test]
 fn produce_is_deterministic_and_placements_follow_the_request() {
     let disk = SimDisk::new();
     let mut m = open(&disk);

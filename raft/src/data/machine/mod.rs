@@ -40,6 +40,8 @@ use crate::data::snapshot::{self, Manifest, PinnedSegment, SegmentFetcher, Segme
 use crate::glue::{GroupMachine, Prepared, codec};
 use crate::ids::{GroupId, PartitionId, PartitionKey, QueueId};
 
+mod batch;
+
 /// Most partitions one queue may have.
 pub const QUEUE_PARTITIONS_MAX: u32 = 1_000;
 const CHECKPOINT_FILE: &str = "checkpoint";
@@ -444,6 +446,11 @@ impl DataMachine {
         if let Some(reply) = self.requests.reply_of(proposal.request_id) {
             return Ok(reply.clone());
         }
+        if let DataCommand::Batch(proposals) = proposal.command {
+            // Each proposal inside is remembered under its own id, which
+            // is all a retried batch needs: the batch is not remembered.
+            return self.apply_batch(proposals);
+        }
         let now = proposal.proposed_at;
         let reply = match proposal.command {
             DataCommand::CreateQueue { queue, partitions } => {
@@ -453,17 +460,9 @@ impl DataMachine {
             DataCommand::Produce(produce) => self.produce(produce, now)?,
             DataCommand::Put { queue, messages } => self.put(queue, &messages, now)?,
             DataCommand::Delete { queue, ids } => self.delete(queue, &ids, now)?,
-            DataCommand::Batch(proposals) => {
-                let mut replies = Vec::with_capacity(proposals.len());
-                for inner in proposals {
-                    if matches!(inner.command, DataCommand::Batch(_)) {
-                        let nested = Refusal::Undecodable("batches do not nest".into());
-                        replies.push(DataReply::Refused(nested));
-                        continue;
-                    }
-                    replies.push(self.apply(inner)?);
-                }
-                DataReply::Batch(replies)
+            DataCommand::Batch(_) => {
+                // Taken above; a nested batch is refused there.
+                DataReply::Refused(Refusal::Undecodable("batches do not nest".into()))
             }
             DataCommand::Consumer { queue, command } => match self.queues.get(&queue) {
                 None => DataReply::Refused(Refusal::UnknownQueue(queue)),
