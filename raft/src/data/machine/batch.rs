@@ -34,6 +34,10 @@ struct Waiting {
     produce: Produce,
 }
 
+/// One partition's share of a run: (index in the run, proposal time,
+/// message), in append order.
+type PartitionRun<'a> = (PartitionKey, Vec<(usize, Timestamp, &'a NewMessage)>);
+
 /// Consecutive plain produces not yet appended.
 #[derive(Default)]
 struct Run {
@@ -140,7 +144,7 @@ impl DataMachine {
         }
         // Per partition, in order of first appearance: (proposal, time,
         // message) in proposal order, then message order.
-        let mut logs: Vec<(PartitionKey, Vec<(usize, Timestamp, &NewMessage)>)> = Vec::new();
+        let mut logs: Vec<PartitionRun<'_>> = Vec::new();
         for (w, one) in waiting.iter().enumerate() {
             for m in &one.produce.messages {
                 let key = PartitionKey {
