@@ -20,8 +20,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::cluster::{ClusterFailure, Led, new_request_id};
 
-/// Most batches of one group in flight at once.
-pub const IN_FLIGHT_MAX: usize = 4;
+/// Most batches of one group in flight at once. Two, not more: with the
+/// batch append (one engine append per partition per entry) fewer,
+/// larger entries cost less per message, and two keep the WAL busy while
+/// the previous entry applies (see `docs/benchmarks.md`).
+pub const IN_FLIGHT_MAX: usize = 2;
 /// Most proposals in one batch.
 pub const BATCH_PROPOSALS_MAX: usize = 1_024;
 /// A batch stops growing past this many encoded bytes (a single larger
