@@ -127,13 +127,10 @@ pub fn service(state: AppState) -> MapRequest<Router, fn(Request) -> Request> {
 #[derive(Debug, Clone)]
 pub struct SentPath(pub String);
 
-/// `/g/{digits}/rest` becomes `/rest`; anything else is left alone.
+/// `/g/{digits}/rest` becomes `/rest` (remembering the path as sent in
+/// `SentPath`); anything else is left alone, and then the request's own
+/// path is the one sent.
 fn strip_group_hint(mut request: Request) -> Request {
-    let sent = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    request.extensions_mut().insert(SentPath(sent));
     let uri = request.uri();
     let Some(rest) = uri.path().strip_prefix("/g/") else {
         return request;
@@ -142,6 +139,9 @@ fn strip_group_hint(mut request: Request) -> Request {
     if group.is_empty() || group.len() > 10 || !group.bytes().all(|b| b.is_ascii_digit()) {
         return request;
     }
+    let sent = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let path_and_query = match uri.query() {
         Some(q) => format!("/{tail}?{q}"),
         None => format!("/{tail}"),
@@ -151,6 +151,7 @@ fn strip_group_hint(mut request: Request) -> Request {
         parts.path_and_query = Some(pq);
         if let Ok(rewritten) = axum::http::Uri::from_parts(parts) {
             *request.uri_mut() = rewritten;
+            request.extensions_mut().insert(SentPath(sent));
         }
     }
     request
@@ -219,5 +220,28 @@ mod tests {
         assert_eq!(rewritten("/g/x/v1/app"), "/g/x/v1/app");
         assert_eq!(rewritten("/g//v1/app"), "/g//v1/app");
         assert_eq!(rewritten("/v1/g/3"), "/v1/g/3");
+    }
+
+    #[test]
+    fn the_path_as_sent_is_kept_only_when_rewritten() {
+        let sent = |uri: &str| {
+            let request = Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            strip_group_hint(request)
+                .extensions()
+                .get::<SentPath>()
+                .map(|s| s.0.clone())
+        };
+        assert_eq!(
+            sent("/g/3/v1/app/q?since=1").as_deref(),
+            Some("/g/3/v1/app/q?since=1")
+        );
+        assert_eq!(
+            sent("/v1/app/q"),
+            None,
+            "the request's own path is the one sent"
+        );
     }
 }

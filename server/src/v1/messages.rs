@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -75,9 +75,12 @@ struct Posted {
 pub async fn post(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, V1Error> {
+    // The request taken whole: a `HeaderMap` extractor would clone every
+    // header of the hottest route there is.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
     caller?.require_app(&app)?;
     let bytes = read_body(&state, body).await?;
