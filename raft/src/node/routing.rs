@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 
 use crate::glue::cluster::{self, ClusterError, MembershipChange};
@@ -118,6 +119,10 @@ impl Node {
     /// this node has applied everything committed before the call.
     /// Returns the leader.
     pub async fn linearizable(&self, group: GroupId) -> Result<u64, RouteError> {
+        let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
+        if sole_voter_caught_up(raft, self.id()) {
+            return Ok(self.id());
+        }
         let rounds = self
             .reads
             .get(&group)
@@ -300,6 +305,26 @@ fn settle<T>(
         Err(ClusterError::Refused(reason)) => Err(RouteError::Refused { group, reason }),
         Err(ClusterError::Stopped(reason)) => Err(RouteError::Stopped { group, reason }),
     }
+}
+
+/// Whether this replica's state, as it stands, answers a linearizable
+/// read with no read index: `me` leads, is the group's only voter (no
+/// other node can have accepted a write), and has applied an entry of its
+/// own term, so everything committed before its term is applied too. Every
+/// write is acknowledged only after it applied here, so any write that
+/// finished before the read began is in the state.
+fn sole_voter_caught_up(raft: &GroupRaft, me: u64) -> bool {
+    let receiver = raft.metrics();
+    let m = receiver.borrow_watched();
+    m.state == ServerState::Leader
+        && m.current_leader == Some(me)
+        && m.last_applied
+            .is_some_and(|applied| applied.leader_id.term == m.current_term)
+        && m.membership_config
+            .membership()
+            .get_joint_config()
+            .iter()
+            .all(|voters| voters.len() == 1 && voters.contains(&me))
 }
 
 /// The leader in `raft`'s metrics, with its address unless it is `me`.
