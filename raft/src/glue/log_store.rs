@@ -136,7 +136,7 @@ impl RaftLogStorage<C> for GroupLogStore {
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         self.wal
-            .save_committed(self.group, encode(&committed)?, Box::new(|_| {}))
+            .note_committed(self.group, encode(&committed)?)
             .map_err(wal_error)
     }
 

@@ -388,6 +388,21 @@ impl Wal {
         )
     }
 
+    /// Records `group`'s committed log id without asking for a flush: it
+    /// becomes durable with the next flush round (an append's or a
+    /// vote's). Losing it costs a restart only re-applying from the last
+    /// checkpoint until the group commits again; a flush of its own was a
+    /// third of the WAL's fsyncs, each delaying the next append's.
+    pub fn note_committed(&self, group: GroupId, committed: Bytes) -> Result<(), WalError> {
+        self.write(
+            &[WalRecord::Committed {
+                group,
+                payload: committed,
+            }],
+            None,
+        )
+    }
+
     /// Removes `group`'s entries after `last_kept` (all if `None`). Takes
     /// effect at once; durable with the next flush round.
     pub fn truncate_after(
