@@ -131,27 +131,24 @@ async fn propose_batch(node: &Node, group: GroupId, mut batch: Vec<Pending>) {
             .send(result.map(|led| (led, one.proposal.command)));
         return;
     }
-    let (proposals, replies): (Vec<DataProposal>, Vec<_>) =
-        batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
-    let outer = match new_request_id() {
-        Ok(request_id) => DataProposal {
-            request_id,
-            proposed_at: sluice_engine::Timestamp::now(),
-            command: DataCommand::Batch(proposals),
-        },
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(ClusterFailure::Internal(e.to_string())));
-            }
-            return;
-        }
-    };
-    let result = match outer.encode() {
+    let mut proposals = Vec::with_capacity(batch.len());
+    let mut encoded = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        proposals.push(p.proposal);
+        encoded.push(p.encoded);
+        replies.push(p.reply);
+    }
+    // The batch from its proposals' bytes: each was encoded once, on
+    // arrival, and is not encoded again.
+    let bytes = new_request_id().and_then(|request_id| {
+        DataProposal::encode_batch(request_id, sluice_engine::Timestamp::now(), &encoded)
+            .map_err(internal)
+    });
+    drop(encoded);
+    let result = match bytes {
         Ok(bytes) => propose_encoded(node, group, bytes).await,
-        Err(e) => Err(internal(e)),
-    };
-    let DataCommand::Batch(proposals) = outer.command else {
-        unreachable!("built as a batch above")
+        Err(e) => Err(e),
     };
     match result {
         Ok(Led {

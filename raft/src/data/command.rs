@@ -30,7 +30,44 @@ pub struct DataProposal {
 impl DataProposal {
     /// The proposal as the bytes of a Raft command.
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        Ok(crate::glue::codec::encode(self)?.to_vec())
+        crate::glue::codec::encode_vec(self)
+    }
+
+    /// The bytes `encode` gives for a `DataCommand::Batch` of proposals
+    /// already encoded (each `encode`'s output), without encoding them
+    /// again: bincode writes a struct's fields and a sequence's items one
+    /// after another, so the batch is its own header, the count, and the
+    /// items' bytes (each without its version byte).
+    pub fn encode_batch(
+        request_id: RequestId,
+        proposed_at: Timestamp,
+        encoded: &[Vec<u8>],
+    ) -> std::io::Result<Vec<u8>> {
+        let empty = DataProposal {
+            request_id,
+            proposed_at,
+            command: DataCommand::Batch(Vec::new()),
+        };
+        let mut out = empty.encode()?;
+        // The empty batch ends with its count, a one-byte zero.
+        if out.pop() != Some(0) {
+            return Err(std::io::Error::other("a batch header without its count"));
+        }
+        out.extend_from_slice(&crate::glue::codec::encode_len(encoded.len())?);
+        let body: usize = encoded.iter().map(|e| e.len().saturating_sub(1)).sum();
+        out.reserve(body);
+        for one in encoded {
+            match one.split_first() {
+                Some((&crate::glue::codec::CODEC_VERSION, item)) => out.extend_from_slice(item),
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a batch item not encoded by DataProposal::encode",
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -248,4 +285,52 @@ pub enum Refusal {
     /// A consumer-group change that does not hold (409, with the reason).
     #[error("{0}")]
     Consumer(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(i: u64) -> DataProposal {
+        DataProposal {
+            request_id: RequestId(u128::from(i) << 70 | 7),
+            proposed_at: Timestamp(1_700_000_000_000_000 + i),
+            command: DataCommand::Produce(Produce {
+                queue: QueueId(3),
+                producer: None,
+                messages: vec![NewMessage {
+                    partition: PartitionId((i % 5) as u32),
+                    ttl_secs: 60 + i,
+                    sequence: i.is_multiple_of(2).then_some(i),
+                    content_type: Some("text/plain".into()),
+                    headers: vec![("h".into(), vec![1, 2, 3])],
+                    body: vec![(i % 251) as u8; (i as usize * 37) % 2000],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_of_encoded_proposals_encodes_as_the_batch_itself() {
+        // Counts either side of the varint's one-byte limit (250).
+        for n in [0u64, 1, 3, 250, 251, 300] {
+            let proposals: Vec<DataProposal> = (0..n).map(one).collect();
+            let encoded: Vec<Vec<u8>> = proposals
+                .iter()
+                .map(|p| p.encode().expect("encode"))
+                .collect();
+            let whole = DataProposal {
+                request_id: RequestId(99),
+                proposed_at: Timestamp(5),
+                command: DataCommand::Batch(proposals),
+            };
+            let joined =
+                DataProposal::encode_batch(RequestId(99), Timestamp(5), &encoded).expect("join");
+            assert_eq!(joined, whole.encode().expect("encode"), "{n} proposals");
+        }
+        assert!(
+            DataProposal::encode_batch(RequestId(1), Timestamp(1), &[vec![9, 9]]).is_err(),
+            "an item without the version byte is refused"
+        );
+    }
 }

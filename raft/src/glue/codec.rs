@@ -20,6 +20,11 @@ pub(crate) const CODEC_VERSION: u8 = 1;
 
 /// Encodes a value for the WAL.
 pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
+    encode_vec(value).map(Bytes::from)
+}
+
+/// `encode`, as a vector.
+pub(crate) fn encode_vec<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut out = vec![CODEC_VERSION];
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
         |e| {
@@ -29,7 +34,17 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
             )
         },
     )?;
-    Ok(Bytes::from(out))
+    Ok(out)
+}
+
+/// The encoding of `len` as a sequence length (a varint).
+pub(crate) fn encode_len(len: usize) -> io::Result<Vec<u8>> {
+    bincode::encode_to_vec(len as u64, bincode::config::standard()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("encoding a length: {e}"),
+        )
+    })
 }
 
 /// The bytes after the version byte, if the version is ours.
