@@ -203,7 +203,7 @@ pub struct Node {
     host: Arc<RaftHost<StateMachine<NodeMachine>>>,
     leaders: LeaderClient,
     /// Per group: concurrent linearizable reads share read-index rounds.
-    reads: BTreeMap<GroupId, ReadRounds<Result<u64, RouteError>>>,
+    reads: BTreeMap<GroupId, Arc<ReadRounds<Result<u64, RouteError>>>>,
 }
 
 impl Node {
@@ -272,7 +272,10 @@ impl Node {
             fences: Arc::clone(host.fences()),
         }));
         let leaders = LeaderClient::new(client, config.secret.clone());
-        let reads = groups.keys().map(|g| (*g, ReadRounds::new())).collect();
+        let reads = groups
+            .keys()
+            .map(|g| (*g, Arc::new(ReadRounds::new())))
+            .collect();
         Ok(Node {
             config,
             wal,

@@ -10,24 +10,27 @@
 //! of them leads it (runs it) and hands the answer to the rest.
 //!
 //! The leader is a waiting request's own task, not a spawned one, so a
-//! round borrows the node. If the leader is cancelled mid-round (its
-//! client went away) the reads of its round are told nothing and each
-//! runs a round of its own, and the reads still waiting get a new leader.
+//! round borrows the node. The lead travels as a `Baton`: whoever holds it
+//! runs the next round, and dropping it, whether the round finished, its
+//! task was cancelled (its client went away), or it was lost in a channel
+//! whose reader was cancelled before reading, hands the lead on to the
+//! reads still waiting. Reads of a round whose leader was cancelled are
+//! told nothing and each runs a round of its own.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 /// One group's rounds of reads, answering `T`.
 #[derive(Debug)]
-pub(crate) struct ReadRounds<T> {
+pub(crate) struct ReadRounds<T: Clone> {
     state: Mutex<Rounds<T>>,
 }
 
 #[derive(Debug)]
-struct Rounds<T> {
-    /// Whether a round is running (and so a read arriving must wait).
+struct Rounds<T: Clone> {
+    /// Whether some read holds the baton (and so a read arriving waits).
     running: bool,
     /// Reads that arrived while the current round ran.
     waiting: Vec<oneshot::Sender<Turn<T>>>,
@@ -35,11 +38,29 @@ struct Rounds<T> {
 
 /// What a waiting read is told.
 #[derive(Debug)]
-enum Turn<T> {
+enum Turn<T: Clone> {
     /// The answer of a round that began after it arrived.
     Answer(T),
-    /// Run the next round, and answer these reads with it.
-    Lead(Vec<oneshot::Sender<Turn<T>>>),
+    /// Run the next round, and answer the baton's reads with it.
+    Lead(Baton<T>),
+}
+
+/// The right to run the next round, and the reads it answers. Dropped
+/// while `armed`, it hands the lead on; the reads left in `batch` learn
+/// nothing (their receivers fail) and run their own round.
+#[derive(Debug)]
+struct Baton<T: Clone> {
+    rounds: Arc<ReadRounds<T>>,
+    batch: Vec<oneshot::Sender<Turn<T>>>,
+    armed: bool,
+}
+
+impl<T: Clone> Drop for Baton<T> {
+    fn drop(&mut self) {
+        if self.armed {
+            ReadRounds::hand_off(&self.rounds);
+        }
+    }
 }
 
 impl<T: Clone> ReadRounds<T> {
@@ -55,7 +76,7 @@ impl<T: Clone> ReadRounds<T> {
 
     /// Answers with `round()`'s value from a round that began after this
     /// call did: this call's own, or a concurrent caller's.
-    pub(crate) async fn read<F, Fut>(&self, round: F) -> T
+    pub(crate) async fn read<F, Fut>(self: &Arc<Self>, round: F) -> T
     where
         F: Fn() -> Fut,
         Fut: Future<Output = T>,
@@ -71,25 +92,25 @@ impl<T: Clone> ReadRounds<T> {
                 None
             }
         };
-        let batch = match waiting {
-            None => Vec::new(),
+        let mut baton = match waiting {
+            None => Baton {
+                rounds: Arc::clone(self),
+                batch: Vec::new(),
+                armed: true,
+            },
             Some(rx) => match rx.await {
                 Ok(Turn::Answer(value)) => return value,
-                Ok(Turn::Lead(batch)) => batch,
+                Ok(Turn::Lead(baton)) => baton,
                 // The round's leader was cancelled before it answered.
                 Err(_) => return round().await,
             },
         };
-        let mut lead = Leading {
-            rounds: self,
-            batch,
-        };
         let value = round().await;
-        for read in lead.batch.drain(..) {
+        for read in baton.batch.drain(..) {
             // A read whose caller went away has nobody to tell.
             let _ = read.send(Turn::Answer(value.clone()));
         }
-        drop(lead);
+        drop(baton);
         value
     }
 
@@ -99,33 +120,37 @@ impl<T: Clone> ReadRounds<T> {
 
     /// Passes the lead to one of the reads that arrived during the round
     /// that just ended, with the others as its batch; or, with none,
-    /// marks no round running.
-    fn hand_off(&self) {
-        let mut state = self.lock();
-        let mut waiting = std::mem::take(&mut state.waiting);
-        while let Some(next) = waiting.pop() {
-            match next.send(Turn::Lead(waiting)) {
-                Ok(()) => return,
-                // That read's caller went away; try the next.
-                Err(Turn::Lead(back)) => waiting = back,
-                Err(Turn::Answer(_)) => return,
+    /// marks no round running. The lock is not held while sending, so a
+    /// baton coming back (its reader gone) is taken apart without it, and
+    /// reads arriving meanwhile are found on the next turn of the loop.
+    fn hand_off(this: &Arc<Self>) {
+        loop {
+            let mut waiting = {
+                let mut state = this.lock();
+                if state.waiting.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                std::mem::take(&mut state.waiting)
+            };
+            while let Some(next) = waiting.pop() {
+                let baton = Baton {
+                    rounds: Arc::clone(this),
+                    batch: waiting,
+                    armed: true,
+                };
+                match next.send(Turn::Lead(baton)) {
+                    Ok(()) => return,
+                    // That read's caller went away: take the batch back
+                    // and try the next.
+                    Err(Turn::Lead(mut back)) => {
+                        back.armed = false;
+                        waiting = std::mem::take(&mut back.batch);
+                    }
+                    Err(Turn::Answer(_)) => waiting = Vec::new(),
+                }
             }
         }
-        state.running = false;
-    }
-}
-
-/// The running round's leader; dropping it (finished or cancelled) hands
-/// the lead on. Reads left in `batch` when it drops learn nothing (their
-/// receivers fail) and run their own round.
-struct Leading<'a, T: Clone> {
-    rounds: &'a ReadRounds<T>,
-    batch: Vec<oneshot::Sender<Turn<T>>>,
-}
-
-impl<T: Clone> Drop for Leading<'_, T> {
-    fn drop(&mut self) {
-        self.rounds.hand_off();
     }
 }
 
@@ -196,6 +221,32 @@ mod tests {
         }
         assert_eq!(src.begun.load(Ordering::SeqCst), 2, "five reads, one round");
         assert!(!rounds.lock().running);
+    }
+
+    #[test]
+    fn a_baton_lost_with_its_reader_passes_to_the_next_read() {
+        let rounds: Arc<ReadRounds<u64>> = Arc::new(ReadRounds::new());
+        let (first_tx, first_rx) = oneshot::channel();
+        {
+            let mut state = rounds.lock();
+            state.running = true;
+            state.waiting.push(first_tx);
+        }
+        ReadRounds::hand_off(&rounds);
+        // A read arrives while the first waiter holds the baton unread...
+        let (second_tx, mut second_rx) = oneshot::channel();
+        rounds.lock().waiting.push(second_tx);
+        // ...and the first waiter's task is cancelled before it reads it.
+        drop(first_rx);
+        match second_rx.try_recv() {
+            Ok(Turn::Lead(baton)) => {
+                assert!(baton.batch.is_empty());
+                assert!(rounds.lock().running, "the second read leads now");
+                drop(baton);
+            }
+            other => panic!("the lead was not handed on: {other:?}"),
+        }
+        assert!(!rounds.lock().running, "nobody waits: no round runs");
     }
 
     #[tokio::test]
