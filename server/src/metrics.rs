@@ -87,7 +87,7 @@ impl Metrics {
 /// A route layer: times every request that matched a route.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let method = series_method(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let micros = started.elapsed().as_micros() as u64;
@@ -98,6 +98,24 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         micros,
     );
     response
+}
+
+/// The method a request is counted under: an extension method (any
+/// token a client sends) counts as `OTHER`, so clients cannot grow the
+/// series without bound.
+fn series_method(method: &Method) -> Method {
+    match *method {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS
+        | Method::CONNECT
+        | Method::TRACE => method.clone(),
+        _ => Method::from_bytes(b"OTHER").unwrap_or(Method::GET),
+    }
 }
 
 /// `GET /metrics`.
@@ -457,6 +475,13 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extension_methods_share_one_series() {
+        assert_eq!(series_method(&Method::POST), Method::POST);
+        let custom = Method::from_bytes(b"FROBNICATE").expect("a token");
+        assert_eq!(series_method(&custom).as_str(), "OTHER");
+    }
 
     #[test]
     fn histograms_are_cumulative_with_an_infinite_bucket() {
