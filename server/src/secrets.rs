@@ -13,13 +13,7 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 
 /// A fresh key: 32 lowercase hex digits (128 random bits).
 pub fn new_key() -> io::Result<String> {
-    Ok(hex(&random_bytes::<16>()?))
-}
-
-/// Lowercase hex of `bytes` (every message id a v1 POST answers goes
-/// through here: one table lookup per digit, no `format!`).
-pub fn hex(bytes: &[u8]) -> String {
-    sluice_token::encoding::hex(bytes)
+    Ok(sluice_token::encoding::hex(&random_bytes::<16>()?))
 }
 
 /// Longest secret file read back.
@@ -79,12 +73,6 @@ pub fn load_or_create(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
-        assert_eq!(hex(&[]), "");
-    }
 
     #[test]
     fn a_created_secret_is_private_and_read_back() {

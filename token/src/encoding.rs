@@ -56,6 +56,8 @@ mod tests {
     #[test]
     fn hex_round_trips_and_refuses_junk() {
         assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
         assert_eq!(hex_decode("00ABff"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(hex_decode("abc"), None);
         assert_eq!(hex_decode("zz"), None);

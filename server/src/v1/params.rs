@@ -147,7 +147,7 @@ pub fn parse_id(text: &str) -> Option<MessageId> {
 
 /// A message id as 32 lowercase hex digits.
 pub fn format_id(id: &MessageId) -> String {
-    crate::secrets::hex(&id.0)
+    sluice_token::encoding::hex(&id.0)
 }
 
 /// Parses an `{ids}` segment: a comma list of `[partition:]hex`

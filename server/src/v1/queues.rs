@@ -324,7 +324,7 @@ pub fn uuid4_hex() -> Result<String, V1Error> {
     })?;
     b[6] = (b[6] & 0x0F) | 0x40;
     b[8] = (b[8] & 0x3F) | 0x80;
-    Ok(crate::secrets::hex(&b))
+    Ok(sluice_token::encoding::hex(&b))
 }
 
 fn parse_type(form: &Params) -> Result<Option<QueueType>, V1Error> {
