@@ -19,9 +19,8 @@ use sluice_engine::{Offset, Timestamp};
 use crate::data::command::{
     DataCommand, DataProposal, DataReply, NewMessage, Produce, Produced, Refusal,
 };
-use crate::data::machine::{DataMachine, MachineError, missing};
+use crate::data::machine::{DataMachine, MachineError, check_new_message, missing};
 use crate::data::message_id::message_id;
-use crate::data::partition::Partition;
 use crate::data::producers::RunStart;
 use crate::ids::{PartitionId, PartitionKey, RequestId};
 
@@ -116,18 +115,11 @@ impl DataMachine {
         let Some(&count) = self.queues.get(&produce.queue) else {
             return Some(Refusal::UnknownQueue(produce.queue));
         };
-        for (index, m) in produce.messages.iter().enumerate() {
-            if m.partition.0 >= count {
-                return Some(Refusal::UnknownPartition {
-                    partition: m.partition,
-                    partitions: count,
-                });
-            }
-            if let Err(reason) = Partition::check_message(m) {
-                return Some(Refusal::Invalid { index, reason });
-            }
-        }
-        None
+        produce
+            .messages
+            .iter()
+            .enumerate()
+            .find_map(|(index, m)| check_new_message(count, index, m))
     }
 
     /// Appends the run's messages, one engine append per partition, and

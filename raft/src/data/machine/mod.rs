@@ -446,11 +446,6 @@ impl DataMachine {
         if let Some(reply) = self.requests.reply_of(proposal.request_id) {
             return Ok(reply.clone());
         }
-        if let DataCommand::Batch(proposals) = proposal.command {
-            // Each proposal inside is remembered under its own id, which
-            // is all a retried batch needs: the batch is not remembered.
-            return self.apply_batch(proposals);
-        }
         let now = proposal.proposed_at;
         let reply = match proposal.command {
             DataCommand::CreateQueue { queue, partitions } => {
@@ -460,10 +455,9 @@ impl DataMachine {
             DataCommand::Produce(produce) => self.produce(produce, now)?,
             DataCommand::Put { queue, messages } => self.put(queue, &messages, now)?,
             DataCommand::Delete { queue, ids } => self.delete(queue, &ids, now)?,
-            DataCommand::Batch(_) => {
-                // Taken above; a nested batch is refused there.
-                DataReply::Refused(Refusal::Undecodable("batches do not nest".into()))
-            }
+            // Each proposal inside is remembered under its own id, which
+            // is all a retried batch needs: the batch is not remembered.
+            DataCommand::Batch(proposals) => return self.apply_batch(proposals),
             DataCommand::Consumer { queue, command } => match self.queues.get(&queue) {
                 None => DataReply::Refused(Refusal::UnknownQueue(queue)),
                 Some(&partitions) => match self.consumers.apply(queue, partitions, command) {
@@ -539,14 +533,8 @@ impl DataMachine {
         // Validate everything before appending anything.
         let mut by_partition: Vec<(PartitionId, Vec<&NewMessage>)> = Vec::new();
         for (index, m) in messages.iter().enumerate() {
-            if m.partition.0 >= count {
-                return Ok(DataReply::Refused(Refusal::UnknownPartition {
-                    partition: m.partition,
-                    partitions: count,
-                }));
-            }
-            if let Err(reason) = Partition::check_message(m) {
-                return Ok(DataReply::Refused(Refusal::Invalid { index, reason }));
+            if let Some(refusal) = check_new_message(count, index, m) {
+                return Ok(DataReply::Refused(refusal));
             }
             if producer.is_some() && m.sequence.is_none() {
                 return Ok(DataReply::Refused(Refusal::BadSequence { index }));
@@ -950,6 +938,21 @@ impl GroupMachine for DataMachine {
     fn install(&mut self, raft_state: Vec<u8>, snapshot: &[u8]) -> io::Result<()> {
         Ok(self.install_manifest(raft_state, snapshot)?)
     }
+}
+
+/// Why message `index` of a produce to a queue of `partitions` would be
+/// refused, if it would: the checks every produce makes of each message
+/// before it appends anything.
+fn check_new_message(partitions: u32, index: usize, m: &NewMessage) -> Option<Refusal> {
+    if m.partition.0 >= partitions {
+        return Some(Refusal::UnknownPartition {
+            partition: m.partition,
+            partitions,
+        });
+    }
+    Partition::check_message(m)
+        .err()
+        .map(|reason| Refusal::Invalid { index, reason })
 }
 
 fn missing(key: PartitionKey) -> MachineError {
