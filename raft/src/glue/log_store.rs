@@ -136,7 +136,7 @@ impl RaftLogStorage<C> for GroupLogStore {
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         self.wal
-            .note_committed(self.group, encode(&committed)?)
+            .save_committed(self.group, encode(&committed)?, None)
             .map_err(wal_error)
     }
 

@@ -373,33 +373,24 @@ impl Wal {
     }
 
     /// Saves `group`'s committed log id; durable when `on_flushed` runs.
+    /// Without a callback no flush is asked for: it becomes durable with
+    /// the next flush round (an append's or a vote's). That is how the log
+    /// store saves it: losing it costs a restart only re-applying from the
+    /// last checkpoint until the group commits again, and a flush of its
+    /// own was a third of the WAL's fsyncs, each delaying the next
+    /// append's.
     pub fn save_committed(
         &self,
         group: GroupId,
         committed: Bytes,
-        on_flushed: FlushCallback,
+        on_flushed: Option<FlushCallback>,
     ) -> Result<(), WalError> {
         self.write(
             &[WalRecord::Committed {
                 group,
                 payload: committed,
             }],
-            Some(on_flushed),
-        )
-    }
-
-    /// Records `group`'s committed log id without asking for a flush: it
-    /// becomes durable with the next flush round (an append's or a
-    /// vote's). Losing it costs a restart only re-applying from the last
-    /// checkpoint until the group commits again; a flush of its own was a
-    /// third of the WAL's fsyncs, each delaying the next append's.
-    pub fn note_committed(&self, group: GroupId, committed: Bytes) -> Result<(), WalError> {
-        self.write(
-            &[WalRecord::Committed {
-                group,
-                payload: committed,
-            }],
-            None,
+            on_flushed,
         )
     }
 

@@ -102,7 +102,7 @@ fn run_op(
                 wal.save_vote(GroupId(group), value.clone(), cb)?;
                 m.vote = Some(value);
             } else {
-                wal.save_committed(GroupId(group), value.clone(), cb)?;
+                wal.save_committed(GroupId(group), value.clone(), Some(cb))?;
                 m.committed = Some(value);
             }
             wait(rx).map_err(WalError::FlushFailed)?;
