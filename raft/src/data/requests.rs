@@ -122,16 +122,11 @@ impl<R> From<Stored<R>> for RequestWindow<R> {
         } = stored;
         let capacity = capacity.max(2);
         let half = capacity / 2;
-        // A window stored before the generations may hold up to the whole
-        // capacity: keep the newest ids that fit the rule above.
-        let keep = if order.len() > half {
-            half + (order.len() - half).min(half)
-        } else {
-            order.len()
-        };
+        // Both generations hold at most `2 * half` (a window stored before
+        // the generations may hold one more, an odd capacity): keep the
+        // newest ids that fit.
         let order: Vec<RequestId> = order.into();
-        let start = order.len() - keep;
-        let kept = &order[start..];
+        let kept = &order[order.len().saturating_sub(2 * half)..];
         let older_len = if kept.len() > half { half } else { 0 };
         let mut window = RequestWindow {
             older: Generation::new(),
