@@ -133,20 +133,27 @@ pub fn render(state: &AppState) -> String {
     let m = &state.metrics;
     {
         let requests = m.requests.lock().unwrap_or_else(|p| p.into_inner());
+        // Each series' labels, for both families below.
+        let series: Vec<(String, &Histogram)> = requests
+            .iter()
+            .flat_map(|(route, series)| {
+                series.iter().map(move |(method, status, h)| {
+                    let labels = format!(
+                        "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                        escape(route)
+                    );
+                    (labels, h)
+                })
+            })
+            .collect();
         header(
             &mut out,
             "sluice_http_requests_total",
             "counter",
             "HTTP requests by route, method and status.",
         );
-        for (route, series) in requests.iter() {
-            for (method, status, h) in series {
-                let labels = format!(
-                    "route=\"{}\",method=\"{method}\",status=\"{status}\"",
-                    escape(route)
-                );
-                let _ = writeln!(out, "sluice_http_requests_total{{{labels}}} {}", h.count());
-            }
+        for (labels, h) in &series {
+            let _ = writeln!(out, "sluice_http_requests_total{{{labels}}} {}", h.count());
         }
         header(
             &mut out,
@@ -154,20 +161,14 @@ pub fn render(state: &AppState) -> String {
             "histogram",
             "HTTP request latency.",
         );
-        for (route, series) in requests.iter() {
-            for (method, status, h) in series {
-                let labels = format!(
-                    "route=\"{}\",method=\"{method}\",status=\"{status}\"",
-                    escape(route)
-                );
-                histogram(
-                    &mut out,
-                    "sluice_http_request_duration_seconds",
-                    &labels,
-                    h,
-                    1e6,
-                );
-            }
+        for (labels, h) in &series {
+            histogram(
+                &mut out,
+                "sluice_http_request_duration_seconds",
+                labels,
+                h,
+                1e6,
+            );
         }
     }
     for (name, help, value) in [
