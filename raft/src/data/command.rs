@@ -30,7 +30,7 @@ pub struct DataProposal {
 impl DataProposal {
     /// The proposal as the bytes of a Raft command.
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        crate::glue::codec::encode_vec(self)
+        crate::glue::codec::encode_vec_sized(self, self.command.size_hint())
     }
 
     /// The bytes `encode` gives for a `DataCommand::Batch` of proposals
@@ -135,6 +135,23 @@ pub struct Produce {
     pub producer: Option<ProducerId>,
     /// The messages, in request order.
     pub messages: Vec<NewMessage>,
+}
+
+impl DataCommand {
+    /// About how many bytes the command encodes to: its message bodies,
+    /// the larger part of a produce, and a margin for the rest.
+    fn size_hint(&self) -> usize {
+        const MARGIN_BYTES: usize = 64;
+        match self {
+            DataCommand::Produce(p) => p
+                .messages
+                .iter()
+                .map(|m| m.body.len() + MARGIN_BYTES)
+                .sum::<usize>()
+                .saturating_add(MARGIN_BYTES),
+            _ => MARGIN_BYTES,
+        }
+    }
 }
 
 /// One new message.

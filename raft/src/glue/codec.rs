@@ -25,7 +25,18 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Bytes> {
 
 /// `encode`, as a vector.
 pub(crate) fn encode_vec<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    let mut out = vec![CODEC_VERSION];
+    encode_vec_sized(value, 0)
+}
+
+/// `encode_vec` into a vector first sized for `capacity_bytes`: a value
+/// carrying message bodies would otherwise grow its vector by doubling,
+/// copying what it holds each time.
+pub(crate) fn encode_vec_sized<T: Serialize>(
+    value: &T,
+    capacity_bytes: usize,
+) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity_bytes.max(1));
+    out.push(CODEC_VERSION);
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
         |e| {
             io::Error::new(

@@ -21,7 +21,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
 use crate::glue::TypeConfig;
-use crate::glue::codec::{decode, encode};
+use crate::glue::codec::{decode, encode, encode_vec_sized};
 use crate::ids::{GroupId, LogIndex};
 use crate::wal::{Wal, WalError};
 
@@ -157,7 +157,7 @@ impl RaftLogStorage<C> for GroupLogStore {
     {
         let encoded = entries
             .into_iter()
-            .map(|e| Ok((LogIndex(e.index()), encode(&e)?)))
+            .map(|e| Ok((LogIndex(e.index()), encode_entry(&e)?)))
             .collect::<io::Result<Vec<_>>>()?;
         self.wal
             .append_entries(
@@ -183,4 +183,15 @@ impl RaftLogStorage<C> for GroupLogStore {
         let _started = self.wal.compact_if_due();
         Ok(())
     }
+}
+
+/// An entry's WAL payload, its vector sized for the command it carries
+/// (a coalesced batch is tens of KiB).
+fn encode_entry(entry: &EntryOf<C>) -> io::Result<bytes::Bytes> {
+    const HEADER_BYTES: usize = 64;
+    let command_bytes = match &entry.payload {
+        openraft::EntryPayload::Normal(command) => command.0.len(),
+        _ => 0,
+    };
+    encode_vec_sized(entry, command_bytes + HEADER_BYTES).map(bytes::Bytes::from)
 }
