@@ -50,6 +50,16 @@ impl Batch {
         }
     }
 
+    /// An empty batch sized for `records` records whose payloads and
+    /// encoded headers total about `payload_bytes`: filled without
+    /// growing, so no record is copied twice (capped at the batch limit).
+    pub fn for_records(records: usize, payload_bytes: usize) -> Batch {
+        let bytes = records
+            .saturating_mul(RECORD_FIXED_BYTES)
+            .saturating_add(payload_bytes);
+        Batch::with_capacity(bytes.min(limits::BATCH_RECORDS_BYTES_MAX))
+    }
+
     /// A batch holding `records`, or the first limit they break.
     pub fn from_records<'a>(
         records: impl IntoIterator<Item = &'a NewRecord>,
@@ -226,6 +236,19 @@ mod tests {
             MessageId([1; 16]),
             Bytes::from(vec![7u8; payload]),
         )
+    }
+
+    #[test]
+    fn a_batch_sized_for_its_records_takes_them_without_growing() {
+        let payloads = [1_000, 1, 0, 4_096, 333];
+        let mut b = Batch::for_records(payloads.len(), payloads.iter().sum());
+        let (start, capacity) = (b.buf.as_ptr(), b.buf.capacity());
+        for p in payloads {
+            b.push(&rec(p)).unwrap();
+        }
+        assert_eq!(b.len(), payloads.len());
+        assert_eq!(b.buf.as_ptr(), start, "the buffer moved: it grew");
+        assert_eq!(b.buf.capacity(), capacity);
     }
 
     #[test]

@@ -155,7 +155,15 @@ impl Partition {
         let mut first_offset = None;
         let mut stamps = Vec::with_capacity(messages.len());
         let mut previous = self.state.last_timestamp;
-        let mut batch = Batch::new();
+        // Headers: the content type and the caller's, plus their framing.
+        let payload_bytes = messages
+            .iter()
+            .map(|(_, m)| {
+                let headers: usize = m.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+                m.body.len() + m.content_type.as_ref().map_or(0, |c| c.len() + 16) + headers
+            })
+            .sum();
+        let mut batch = Batch::for_records(messages.len(), payload_bytes);
         for (proposed, m) in messages {
             let timestamp = message_id::apply_timestamp(*proposed, previous);
             previous = Some(timestamp);

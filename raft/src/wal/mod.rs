@@ -146,7 +146,8 @@ impl WalState {
             return Ok(());
         }
         let now = Timestamp::now();
-        let mut batch = Batch::new();
+        let payload_bytes = records.iter().map(WalRecord::payload_len).sum();
+        let mut batch = Batch::for_records(records.len(), payload_bytes);
         for r in records {
             r.push_to(&mut batch, now)?;
         }

@@ -69,6 +69,17 @@ fn id(kind: u8, group: GroupId, index: u64) -> MessageId {
 }
 
 impl WalRecord {
+    /// The length of the bytes the record carries.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            WalRecord::Entry { payload, .. }
+            | WalRecord::Vote { payload, .. }
+            | WalRecord::Committed { payload, .. }
+            | WalRecord::Purge { payload, .. } => payload.len(),
+            WalRecord::TruncateAfter { .. } => 0,
+        }
+    }
+
     /// The group the record belongs to.
     pub fn group(&self) -> GroupId {
         match self {
