@@ -244,7 +244,7 @@ mod tests {
         let mut b = Batch::for_records(payloads.len(), payloads.iter().sum());
         let (start, capacity) = (b.buf.as_ptr(), b.buf.capacity());
         for p in payloads {
-            b.push(&rec(p)).unwrap();
+            b.push(&rec(p)).expect("a small record fits");
         }
         assert_eq!(b.len(), payloads.len());
         assert_eq!(b.buf.as_ptr(), start, "the buffer moved: it grew");
