@@ -95,7 +95,7 @@ async fn load(
     run: Duration,
     rate: Option<f64>,
 ) -> Result<(f64, Vec<Duration>), Error> {
-    let command = Command(vec![7u8; MESSAGES_PER_PROPOSAL * MESSAGE_BYTES]);
+    let command = Command(vec![7u8; MESSAGES_PER_PROPOSAL * MESSAGE_BYTES].into());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {

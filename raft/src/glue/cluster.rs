@@ -116,7 +116,7 @@ pub async fn remove<SM: RaftStateMachine<C>>(
 /// applied; returns the state machine's encoded reply.
 pub async fn propose<SM: RaftStateMachine<C>>(
     raft: &Raft<C, SM>,
-    command: Vec<u8>,
+    command: bytes::Bytes,
 ) -> Result<Vec<u8>, ClusterError> {
     raft.client_write(crate::glue::Command(command))
         .await

@@ -374,7 +374,7 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
         },
         // Forwarding: a node that does not lead the group proposes through
         // the leader (the body is the encoded command) ...
-        "propose" => reply(&cluster::propose(&raft, body.to_vec()).await),
+        "propose" => reply(&cluster::propose(&raft, body).await),
         // ... and asks it for a read index before a linearizable read.
         "read_index" => reply(&cluster::read_index(&raft).await),
         // ... and membership changes, which only a leader can make.
@@ -523,7 +523,7 @@ impl LeaderClient {
         &self,
         addr: &str,
         group: GroupId,
-        command: Vec<u8>,
+        command: Bytes,
         timeout: Duration,
     ) -> Result<Result<Vec<u8>, ClusterError>, ForwardFailed> {
         self.call(addr, group, "propose", command, timeout).await
@@ -576,7 +576,7 @@ impl LeaderClient {
         addr: &str,
         group: GroupId,
         rpc: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Result<T, ClusterError>, ForwardFailed> {
         let bytes = self.send(addr, group, rpc, body, timeout).await?;
@@ -592,7 +592,7 @@ impl LeaderClient {
         addr: &str,
         group: GroupId,
         rpc: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Bytes, ForwardFailed> {
         let failed = |reason: String| ForwardFailed {
@@ -605,7 +605,7 @@ impl LeaderClient {
             .post(&url)
             .header(header::AUTHORIZATION, self.secret.header_value())
             .timeout(timeout)
-            .body(body)
+            .body(body.into())
             .send()
             .await
             .map_err(|e| failed(e.to_string()))?;

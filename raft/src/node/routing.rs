@@ -85,6 +85,8 @@ impl Node {
         command: Vec<u8>,
     ) -> Result<Routed<Vec<u8>>, RouteError> {
         let raft = self.raft(group).ok_or(RouteError::UnknownGroup(group))?;
+        // Shared by every attempt: a retry or a forward copies no bytes.
+        let command = bytes::Bytes::from(command);
         self.route(
             group,
             raft,

@@ -83,7 +83,7 @@ pub(crate) async fn leader_of<SM: Machine>(
 }
 
 fn command(group: GroupId, n: u8) -> Command {
-    Command(vec![group.0 as u8, n])
+    Command(vec![group.0 as u8, n].into())
 }
 
 fn commands(group: GroupId, range: std::ops::Range<u8>) -> Vec<Command> {

@@ -91,7 +91,7 @@ async fn propose(leader: &Node, request: u128, command: DataCommand) -> (DataRep
     };
     let written = leader
         .raft(GROUP)
-        .client_write(Command(proposal.encode().expect("encode")))
+        .client_write(Command(proposal.encode().expect("encode").into()))
         .await
         .expect("commit");
     let reply = DataReply::decode(&written.data.0).expect("reply");
