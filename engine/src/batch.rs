@@ -134,14 +134,29 @@ impl Batch {
         headers: &[(&str, &[u8])],
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        Batch::check_record(headers, payload.len())?;
+        self.push_gathered(timestamp, expires_at, id, headers, &[payload])
+    }
+
+    /// `push_parts` with the payload given as consecutive pieces, which
+    /// the record holds joined: a caller whose payload is a header it
+    /// built and bytes it shares appends both without joining them first.
+    pub fn push_gathered(
+        &mut self,
+        timestamp: Timestamp,
+        expires_at: Timestamp,
+        id: &MessageId,
+        headers: &[(&str, &[u8])],
+        payload: &[&[u8]],
+    ) -> Result<(), EngineError> {
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        Batch::check_record(headers, payload_len)?;
         if self.len() >= limits::BATCH_RECORDS_MAX {
             return Err(EngineError::BatchTooManyRecords {
                 max: limits::BATCH_RECORDS_MAX,
             });
         }
         let headers_len: usize = headers.iter().map(|(k, v)| 1 + k.len() + 2 + v.len()).sum();
-        let record_len = RECORD_FIXED_BYTES + headers_len + payload.len();
+        let record_len = RECORD_FIXED_BYTES + headers_len + payload_len;
         let records_len = self.buf.len() - BATCH_HEADER_BYTES;
         if records_len + record_len > limits::BATCH_RECORDS_BYTES_MAX {
             return Err(EngineError::BatchTooLarge {

@@ -265,7 +265,8 @@ pub struct RawRecord {
     pub payload: (usize, usize),
 }
 
-/// Appends one encoded record to `out`.
+/// Appends one encoded record to `out`; its payload is the concatenation
+/// of `payload`'s parts.
 pub fn encode_record(
     out: &mut Vec<u8>,
     offset_delta: u32,
@@ -273,9 +274,10 @@ pub fn encode_record(
     expires_at: Timestamp,
     id: &MessageId,
     headers: &[u8],
-    payload: &[u8],
+    payload: &[&[u8]],
 ) {
-    let body_len = RECORD_FIXED_BYTES - 4 + headers.len() + payload.len();
+    let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+    let body_len = RECORD_FIXED_BYTES - 4 + headers.len() + payload_len;
     let start = out.len();
     out.resize(start + RECORD_FIXED_BYTES, 0);
     let f = &mut out[start..];
@@ -287,7 +289,9 @@ pub fn encode_record(
     f[R_ID..R_ID + 16].copy_from_slice(&id.0);
     put_u16(f, R_HEADERS_LEN, headers.len() as u16);
     out.extend_from_slice(headers);
-    out.extend_from_slice(payload);
+    for part in payload {
+        out.extend_from_slice(part);
+    }
 }
 
 /// Iterates the records of a records section whose CRC has been verified,

@@ -15,14 +15,18 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use openraft::EntryPayload;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
 use crate::glue::TypeConfig;
-use crate::glue::codec::{decode, encode, encode_vec_sized};
+use crate::glue::codec::{decode, encode, encode_len, encode_vec};
+use crate::glue::type_config::Command;
 use crate::ids::{GroupId, LogIndex};
+use crate::wal::EntryBytes;
 use crate::wal::{Wal, WalError};
 
 type C = TypeConfig;
@@ -185,13 +189,53 @@ impl RaftLogStorage<C> for GroupLogStore {
     }
 }
 
-/// An entry's WAL payload, its vector sized for the command it carries
-/// (a coalesced batch is tens of KiB).
-fn encode_entry(entry: &EntryOf<C>) -> io::Result<bytes::Bytes> {
-    const HEADER_BYTES: usize = 64;
-    let command_bytes = match &entry.payload {
-        openraft::EntryPayload::Normal(command) => command.0.len(),
-        _ => 0,
+/// An entry's WAL payload. A normal entry's command is the last field of
+/// its encoding, a byte string (its length, then its bytes). So the head
+/// is the entry encoded with an empty command, whose trailing zero length
+/// becomes the command's, and the body is the command itself, shared: its
+/// bytes are copied once, into the WAL's batch.
+fn encode_entry(entry: &EntryOf<C>) -> io::Result<EntryBytes> {
+    let EntryPayload::Normal(command) = &entry.payload else {
+        return encode(entry).map(EntryBytes::from);
     };
-    encode_vec_sized(entry, command_bytes + HEADER_BYTES).map(bytes::Bytes::from)
+    let hollow: EntryOf<C> = RaftEntry::new_normal(entry.log_id, Command(Bytes::new()));
+    let mut head = encode_vec(&hollow)?;
+    if head.pop() != Some(0) {
+        return Err(io::Error::other(
+            "an entry's encoding does not end with its command's length",
+        ));
+    }
+    head.extend_from_slice(&encode_len(command.0.len())?);
+    Ok(EntryBytes {
+        head: Bytes::from(head),
+        body: command.0.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_entry_joins_to_exactly_the_entry_encoded_whole() {
+        // Lengths across the varint's steps (1, 3 and 5 bytes).
+        for len in [0usize, 1, 250, 251, 65_535, 65_536, 70_000] {
+            for (term, node, index) in [(1, 1, 1), (7, 3, 300), (u64::MAX, u64::MAX, u64::MAX)] {
+                let command: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let log_id = openraft::testing::log_id::<C>(term, node, index);
+                let entry: EntryOf<C> = RaftEntry::new_normal(log_id, Command(command.into()));
+                let split = encode_entry(&entry).expect("split");
+                let whole = encode(&entry).expect("whole");
+                assert_eq!(split.into_joined(), whole, "{len} bytes at {log_id}");
+            }
+        }
+    }
+
+    #[test]
+    fn entries_without_a_command_are_encoded_whole() {
+        let entry: EntryOf<C> = openraft::testing::blank_ent::<C>(2, 1, 5);
+        let split = encode_entry(&entry).expect("blank");
+        assert!(split.body.is_empty());
+        assert_eq!(split.head, encode(&entry).expect("whole"));
+    }
 }

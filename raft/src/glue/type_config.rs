@@ -66,8 +66,8 @@ mod tests {
     fn a_command_encodes_as_the_byte_string_the_wal_already_holds() {
         for len in [0usize, 1, 250, 251, 70_000] {
             let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let new = crate::glue::codec::encode(&Command(Bytes::from(bytes.clone())))
-                .expect("encode");
+            let new =
+                crate::glue::codec::encode(&Command(Bytes::from(bytes.clone()))).expect("encode");
             let old = crate::glue::codec::encode(&VecCommand(bytes.clone())).expect("encode");
             assert_eq!(new, old, "{len} bytes");
             let back: Command = crate::glue::codec::decode(&old).expect("decode");

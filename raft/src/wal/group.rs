@@ -141,7 +141,7 @@ mod tests {
         WalRecord::Entry {
             group: GroupId(1),
             index: LogIndex(i),
-            payload: Bytes::new(),
+            payload: Default::default(),
         }
     }
 

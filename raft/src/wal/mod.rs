@@ -43,6 +43,7 @@ pub const SYNC_LATENCY_BOUNDS_US: &[u64] = &[
 /// Upper bounds of the group-commit batch size histogram, in writes.
 pub const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024];
 use group::GroupLog;
+pub use record::EntryBytes;
 use record::WalRecord;
 
 use crate::ids::{GroupId, LogIndex};
@@ -339,10 +340,10 @@ impl Wal {
     /// Appends entries `(index, bytes)` of `group`, which must extend its log
     /// (or start it, if it has none). Readable when this returns; durable
     /// when `on_flushed` runs.
-    pub fn append_entries(
+    pub fn append_entries<P: Into<EntryBytes>>(
         &self,
         group: GroupId,
-        entries: impl IntoIterator<Item = (LogIndex, Bytes)>,
+        entries: impl IntoIterator<Item = (LogIndex, P)>,
         on_flushed: FlushCallback,
     ) -> Result<(), WalError> {
         let records: Vec<WalRecord> = entries
@@ -350,7 +351,7 @@ impl Wal {
             .map(|(index, payload)| WalRecord::Entry {
                 group,
                 index,
-                payload,
+                payload: payload.into(),
             })
             .collect();
         self.write(&records, Some(on_flushed))
@@ -482,7 +483,7 @@ impl Wal {
                     group: gr,
                     index: i,
                     payload,
-                } if gr == group && i == index => out.push((index, payload)),
+                } if gr == group && i == index => out.push((index, payload.into_joined())),
                 other => {
                     return Err(WalError::Corrupted {
                         offset,

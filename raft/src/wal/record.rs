@@ -32,6 +32,51 @@ const KIND_PURGE: u8 = 5;
 /// `index` value of a truncation that removes every entry.
 const TRUNCATE_ALL: u64 = u64::MAX;
 
+/// An entry's bytes: the record's payload is `head` then `body`. The log
+/// store builds a small head and shares the proposal's command as the
+/// body, so the command is copied once, into the engine batch, not first
+/// into a joined buffer. Read back from the WAL, the whole payload is the
+/// head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryBytes {
+    /// The payload's first bytes.
+    pub head: Bytes,
+    /// The bytes after them.
+    pub body: Bytes,
+}
+
+impl EntryBytes {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as one buffer (copied only if it is in two pieces).
+    pub fn into_joined(self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head;
+        }
+        let mut joined = Vec::with_capacity(self.len());
+        joined.extend_from_slice(&self.head);
+        joined.extend_from_slice(&self.body);
+        Bytes::from(joined)
+    }
+}
+
+impl From<Bytes> for EntryBytes {
+    fn from(head: Bytes) -> EntryBytes {
+        EntryBytes {
+            head,
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// One record of the node WAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WalRecord {
@@ -39,7 +84,7 @@ pub(crate) enum WalRecord {
     Entry {
         group: GroupId,
         index: LogIndex,
-        payload: Bytes,
+        payload: EntryBytes,
     },
     /// The group's vote (opaque), replacing any earlier one.
     Vote { group: GroupId, payload: Bytes },
@@ -72,8 +117,8 @@ impl WalRecord {
     /// The length of the bytes the record carries.
     pub fn payload_len(&self) -> usize {
         match self {
-            WalRecord::Entry { payload, .. }
-            | WalRecord::Vote { payload, .. }
+            WalRecord::Entry { payload, .. } => payload.len(),
+            WalRecord::Vote { payload, .. }
             | WalRecord::Committed { payload, .. }
             | WalRecord::Purge { payload, .. } => payload.len(),
             WalRecord::TruncateAfter { .. } => 0,
@@ -98,7 +143,12 @@ impl WalRecord {
                 group,
                 index,
                 payload,
-            } => (id(KIND_ENTRY, *group, index.0), payload),
+            } => {
+                let id = id(KIND_ENTRY, *group, index.0);
+                let parts: [&[u8]; 2] = [&payload.head, &payload.body];
+                batch.push_gathered(now, Timestamp::NEVER, &id, &[], &parts)?;
+                return Ok(());
+            }
             WalRecord::Vote { group, payload } => (id(KIND_VOTE, *group, 0), payload),
             WalRecord::Committed { group, payload } => (id(KIND_COMMITTED, *group, 0), payload),
             WalRecord::TruncateAfter { group, last_kept } => (
@@ -143,7 +193,7 @@ impl WalRecord {
             KIND_ENTRY => WalRecord::Entry {
                 group,
                 index: LogIndex(index),
-                payload,
+                payload: payload.into(),
             },
             KIND_VOTE => WalRecord::Vote { group, payload },
             KIND_COMMITTED => WalRecord::Committed { group, payload },
