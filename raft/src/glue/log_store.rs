@@ -13,7 +13,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use openraft::EntryPayload;
@@ -24,6 +24,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader};
 
 use crate::glue::TypeConfig;
 use crate::glue::codec::{decode, encode, encode_len, encode_vec};
+use crate::glue::entry_cache::EntryCache;
 use crate::glue::type_config::Command;
 use crate::ids::{GroupId, LogIndex};
 use crate::wal::EntryBytes;
@@ -32,17 +33,26 @@ use crate::wal::{Wal, WalError};
 type C = TypeConfig;
 
 /// One group's view of the node WAL, as openraft's log store. Cheap to
-/// clone: clones share the WAL.
+/// clone: clones share the WAL and the cache of its newest entries.
 #[derive(Clone, Debug)]
 pub struct GroupLogStore {
     wal: Arc<Wal>,
     group: GroupId,
+    cache: Arc<Mutex<EntryCache>>,
 }
 
 impl GroupLogStore {
     /// The log store of `group` in `wal`.
     pub fn new(wal: Arc<Wal>, group: GroupId) -> GroupLogStore {
-        GroupLogStore { wal, group }
+        GroupLogStore {
+            wal,
+            group,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The group this store serves.
@@ -79,6 +89,9 @@ impl RaftLogReader<C> for GroupLogStore {
         range: RB,
     ) -> Result<Vec<EntryOf<C>>, io::Error> {
         let (from, to) = bounds(&range);
+        if let Some(cached) = self.cache().get(from, to) {
+            return Ok(cached);
+        }
         let entries = self
             .wal
             .read_entries(self.group, LogIndex(from), LogIndex(to))
@@ -159,9 +172,10 @@ impl RaftLogStorage<C> for GroupLogStore {
         I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<EntryOf<C>> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| Ok((LogIndex(e.index()), encode_entry(&e)?)))
+            .iter()
+            .map(|e| Ok((LogIndex(e.index()), encode_entry(e)?)))
             .collect::<io::Result<Vec<_>>>()?;
         self.wal
             .append_entries(
@@ -169,17 +183,23 @@ impl RaftLogStorage<C> for GroupLogStore {
                 encoded,
                 Box::new(move |r| callback.io_completed(r)),
             )
-            .map_err(wal_error)
+            .map_err(wal_error)?;
+        // After the WAL took them: the cache never holds what it lacks.
+        self.cache().appended(entries);
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let last_kept = last_log_id.map(|id| LogIndex(id.index()));
+        // Before the WAL: no read finds in the cache what left the log.
+        self.cache().truncated_after(last_kept.map(|i| i.0));
         self.wal
             .truncate_after(self.group, last_kept)
             .map_err(wal_error)
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        self.cache().purged(log_id.index());
         self.wal
             .purge(self.group, LogIndex(log_id.index()), encode(&log_id)?)
             .map_err(wal_error)?;

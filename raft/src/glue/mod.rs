@@ -5,6 +5,8 @@
 //!   enum, so the meta and data groups share one configuration.
 //! - `codec.rs`: how openraft values become WAL payloads (bincode 2).
 //! - `log_store.rs`: a group's Raft log and vote, stored in the node WAL.
+//! - `entry_cache.rs`: the newest entries of a group's log, kept in memory
+//!   so that apply and replication read them without the WAL.
 //! - `state_machine.rs`: openraft's state-machine traits over a Sluice
 //!   `GroupMachine`; a snapshot is a checkpoint.
 //! - `cluster.rs`: forming a cluster, membership changes, linearizable
@@ -14,6 +16,7 @@
 
 pub mod cluster;
 pub(crate) mod codec;
+mod entry_cache;
 mod log_store;
 mod network;
 mod state_machine;
