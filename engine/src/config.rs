@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::EngineError;
-use crate::limits::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+use crate::limits::{RECYCLE_SEGMENTS_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 
 /// Configuration of one log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,15 @@ pub struct LogConfig {
     /// When set, retention also deletes the oldest sealed segments while the
     /// log is larger than this. Default `None`: only expiry deletes data.
     pub retention_bytes_max: Option<u64>,
+    /// Keep up to this many removed segments' data files as spares, renamed
+    /// into place for new segments, whose appends then overwrite blocks the
+    /// file system already allocated: on ext4 an `fdatasync` after such a
+    /// write commits no new extents (docs/benchmarks.md, "The disk's write
+    /// paths"). Default 0 (removed segments are deleted); at most
+    /// `RECYCLE_SEGMENTS_MAX`. Meant for the node WAL, whose reads are
+    /// short-lived: a segment that anyone still holds bytes of is deleted,
+    /// never recycled, and so is one under half of `segment_bytes_max`.
+    pub recycle_segments_max: usize,
 }
 
 impl Default for LogConfig {
@@ -33,6 +42,7 @@ impl Default for LogConfig {
             segment_age_max: Duration::from_secs(3600),
             index_interval_bytes: 4096,
             retention_bytes_max: None,
+            recycle_segments_max: 0,
         }
     }
 }
@@ -59,6 +69,15 @@ impl LogConfig {
             return Err(EngineError::InvalidConfig {
                 field: "retention_bytes_max",
                 reason: "0 would delete every sealed segment; use None for no limit".into(),
+            });
+        }
+        if self.recycle_segments_max > RECYCLE_SEGMENTS_MAX {
+            return Err(EngineError::InvalidConfig {
+                field: "recycle_segments_max",
+                reason: format!(
+                    "{} is over {RECYCLE_SEGMENTS_MAX}",
+                    self.recycle_segments_max
+                ),
             });
         }
         Ok(())

@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
@@ -113,6 +113,12 @@ impl Mapping {
         })
     }
 
+    /// A handle that tells, later, whether any view of this mapping (this
+    /// value, its clones, or `Bytes` made from it) is still alive.
+    pub(crate) fn watch(&self) -> MappingWatch {
+        MappingWatch(Arc::downgrade(&self.inner))
+    }
+
     /// The same mapping grown to `len` bytes without a new `mmap`, if its
     /// capacity reaches that far. The caller has written the file up to
     /// `len` (reading a mapped page past a file's end is `SIGBUS`).
@@ -122,6 +128,18 @@ impl Mapping {
             inner: Arc::clone(&self.inner),
             len,
         })
+    }
+}
+
+/// Whether a mapping's bytes are still visible to anyone: a file may be
+/// written over (segment recycling) only once no view of it is.
+#[derive(Debug, Clone)]
+pub(crate) struct MappingWatch(Weak<MappedBytes>);
+
+impl MappingWatch {
+    /// Whether a view of the mapping is still alive.
+    pub(crate) fn in_use(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 

@@ -32,6 +32,10 @@ pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 /// segment (at most this plus one batch) fits the `u32` of the indexes.
 pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
+/// Most spare segment files a log keeps for recycling: 16, which at the
+/// default 64 MiB segments is 1 GiB of disk held back for reuse.
+pub const RECYCLE_SEGMENTS_MAX: usize = 16;
+
 const _: () = assert!(SEGMENT_BYTES_MAX + BATCH_RECORDS_BYTES_MAX as u64 + 64 < u32::MAX as u64);
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX < BATCH_RECORDS_BYTES_MAX);
 const _: () = assert!(HEADER_KEY_BYTES_MAX <= u8::MAX as usize);

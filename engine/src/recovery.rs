@@ -23,12 +23,23 @@
 //!    only repair recovery makes. Surviving tail segments are fsynced, and
 //!    all but the last are sealed.
 //! 5. Stray temporary files and side files without a `.log` are removed.
+//! 6. Spare data files (`.spare`, kept for recycling) are handed back to
+//!    the log, up to `LogConfig::recycle_segments_max`; the rest go.
+//!
+//! Recycled segments (step 6) write over a removed segment's bytes, so a
+//! file may hold stale batches past its valid ones. They never pass as
+//! data: a batch counts only if its base offset is the next one, and a
+//! stale batch's offsets are below the log's start (offsets only grow past
+//! a purge). Nor can they fake the proof that durable data was damaged:
+//! their `durable_offset` is below the start too. A rolled tail segment
+//! whose batches reach the next segment's base exactly ends there: what
+//! follows in its file is stale and is cut.
 //!
 //! Indexes are not read here: sealed segments load (or rebuild) them on
 //! first use, and the active segment's come from its scan.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::LogConfig;
 use crate::disk::{self, Disk};
@@ -53,15 +64,25 @@ fn parse_name(name: &str) -> Option<(Offset, &str)> {
     Some((Offset(stem.parse().ok()?), ext))
 }
 
-/// Opens the segments of `dir`, repairing only a torn tail. Returns them in
-/// offset order; the last one may be sealed (the caller adds an active one).
+/// What opening a log directory found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// In offset order; the last one may be sealed (the caller adds an
+    /// active one).
+    pub segments: Vec<Segment>,
+    /// Spare data files kept for recycling.
+    pub spares: Vec<PathBuf>,
+}
+
+/// Opens the segments of `dir`, repairing only a torn tail.
 pub(crate) fn recover(
     disk: &dyn Disk,
     dir: &Path,
     config: &LogConfig,
-) -> Result<Vec<Segment>, EngineError> {
+) -> Result<Recovered, EngineError> {
     let names = disk.list_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     let mut found: BTreeMap<Offset, Found> = BTreeMap::new();
+    let mut spares = Vec::new();
     for name in names {
         if name.ends_with(".tmp") {
             // An interrupted atomic write (seal, truncation copy): the real
@@ -75,6 +96,7 @@ pub(crate) fn recover(
             Some((base, "seal" | "index" | "timeindex")) => {
                 found.entry(base).or_default().side_files.push(name)
             }
+            Some((_, segment::SPARE_EXTENSION)) => spares.push(dir.join(&name)),
             _ if name == "LOCK" => {}
             _ => {
                 tracing::warn!(dir = %dir.display(), file = %name, "ignoring unknown file in log directory")
@@ -118,8 +140,13 @@ pub(crate) fn recover(
     // Always: a segment's data can be durable while its name is not (a log
     // created, written and closed before any flush synced the directory),
     // and the caller is about to report every recovered offset durable.
+    spares.sort();
+    let surplus = spares.len().saturating_sub(config.recycle_segments_max);
+    for spare in spares.drain(..surplus) {
+        disk::remove_if_exists(disk, &spare).map_err(|e| EngineError::io(&spare, e))?;
+    }
     disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
-    Ok(segments)
+    Ok(Recovered { segments, spares })
 }
 
 /// Reads and checks a segment's seal, if it has one.
@@ -246,11 +273,19 @@ fn recover_tail(
     }
     let mut kept = Vec::with_capacity(bases.len());
     let mut cut = None;
+    // Rolled recycled files whose stale bytes after their last batch go.
+    let mut stale_tails = Vec::new();
     for (i, (paths, _, mapping)) in files.iter().enumerate() {
         let base = bases[i];
         let scan = segment::scan(mapping.as_slice(), base, config.index_interval_bytes);
         let next_base = bases.get(i + 1).copied();
         let damage = match (&scan.damage, next_base) {
+            // Every offset up to the next segment is here: nothing after
+            // them was ever appended to this file (see the module docs).
+            (Some(_), Some(nb)) if scan.next == nb && scan.batch_count > 0 => {
+                stale_tails.push((i, scan.valid_len));
+                None
+            }
             (Some(d), _) => Some((d.position, d.offset, d.reason.clone())),
             (None, Some(nb)) if scan.next > nb => {
                 return Err(EngineError::Gap {
@@ -317,6 +352,9 @@ fn recover_tail(
         for (paths, _) in files[i + 1..].iter().rev() {
             paths.remove_all(disk)?;
         }
+        stale_tails.push((i, valid_len));
+    }
+    for (i, valid_len) in stale_tails {
         let (paths, file) = &files[i];
         file.set_len(valid_len)
             .map_err(|e| EngineError::io(&paths.log, e))?;

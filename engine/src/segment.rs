@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::batch::Batch;
-use crate::disk::{self, Disk, DiskFile, Mapping};
+use crate::disk::{self, Disk, DiskFile, Mapping, MappingWatch};
 use crate::error::EngineError;
 use crate::format::{BATCH_HEADER_BYTES, BatchHeader, RecordIter, Seal};
 use crate::index::{ScanStart, SegmentIndex};
@@ -52,12 +52,27 @@ impl SegmentPaths {
     /// failure part-way leaves at worst orphan side files, which open
     /// deletes.
     pub fn remove_all(&self, disk: &dyn Disk) -> Result<(), EngineError> {
-        for path in [&self.log, &self.seal, &self.offset_index, &self.time_index] {
+        disk::remove_if_exists(disk, &self.log).map_err(|e| EngineError::io(&self.log, e))?;
+        self.remove_side_files(disk)
+    }
+
+    /// Removes the seal and the indexes, whichever exist.
+    pub fn remove_side_files(&self, disk: &dyn Disk) -> Result<(), EngineError> {
+        for path in [&self.seal, &self.offset_index, &self.time_index] {
             disk::remove_if_exists(disk, path).map_err(|e| EngineError::io(path, e))?;
         }
         Ok(())
     }
 }
+
+/// The name a removed segment's data file takes while it waits, as a
+/// spare, to be recycled (`LogConfig::recycle_segments_max`).
+pub(crate) fn spare_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{:020}.{SPARE_EXTENSION}", base.0))
+}
+
+/// The extension of spare data files.
+pub(crate) const SPARE_EXTENSION: &str = "spare";
 
 /// The result of reading a segment's batches from the start, verifying each.
 #[derive(Debug, Clone)]
@@ -188,6 +203,14 @@ pub(crate) struct Segment {
     /// Bytes from position 0 whose writeback has been started
     /// (`Log::writeback_due`).
     writeback_started: AtomicU64,
+    /// Every mapping made of the file, to tell whether a view is alive.
+    watches: Mutex<Vec<MappingWatch>>,
+    /// The file was a recycled segment's: past `len` it may hold stale
+    /// batches until `Log::roll` cuts it to `len`.
+    pub recycled: bool,
+    /// The `Log::trims` count at which the roll cut this recycled file:
+    /// it may be sealed once a flush has synced that cut.
+    pub trim_change: Option<u64>,
 }
 
 impl Segment {
@@ -198,9 +221,36 @@ impl Segment {
         let writer = disk
             .create_new(&paths.log)
             .map_err(|e| EngineError::io(&paths.log, e))?;
+        Ok(Segment::empty(base, paths, writer, false))
+    }
+
+    /// A new, empty active segment at `base` over a spare data file (a
+    /// removed segment's), renamed into place: appends overwrite its old
+    /// bytes. The caller syncs the directory.
+    pub fn from_spare(
+        disk: &dyn Disk,
+        dir: &Path,
+        base: Offset,
+        spare: &Path,
+    ) -> Result<Segment, EngineError> {
+        let paths = SegmentPaths::new(dir, base);
+        disk.rename(spare, &paths.log)
+            .map_err(|e| EngineError::io(spare, e))?;
+        let writer = disk
+            .open(&paths.log)
+            .map_err(|e| EngineError::io(&paths.log, e))?;
+        Ok(Segment::empty(base, paths, writer, true))
+    }
+
+    fn empty(
+        base: Offset,
+        paths: SegmentPaths,
+        writer: Arc<dyn DiskFile>,
+        recycled: bool,
+    ) -> Segment {
         let index = OnceLock::new();
         let _ = index.set(SegmentIndex::default());
-        Ok(Segment {
+        Segment {
             base,
             next: base,
             len: 0,
@@ -216,7 +266,10 @@ impl Segment {
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(0),
             writeback_started: AtomicU64::new(0),
-        })
+            watches: Mutex::new(Vec::new()),
+            recycled,
+            trim_change: None,
+        }
     }
 
     /// A sealed segment known from its seal; nothing is read until needed.
@@ -237,6 +290,9 @@ impl Segment {
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(0),
             writeback_started: AtomicU64::new(0),
+            watches: Mutex::new(Vec::new()),
+            recycled: false,
+            trim_change: None,
         }
     }
 
@@ -268,6 +324,9 @@ impl Segment {
             mapping: Mutex::new(None),
             verified_len: AtomicU64::new(scan.valid_len),
             writeback_started: AtomicU64::new(0),
+            watches: Mutex::new(Vec::new()),
+            recycled: false,
+            trim_change: None,
         }
     }
 
@@ -369,8 +428,21 @@ impl Segment {
         }
         .map_err(|e| EngineError::io(&self.paths.log, e))?;
         let bytes = mapping.to_bytes();
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded by the views alive at once, not by the mappings ever made.
+        watches.retain(MappingWatch::in_use);
+        watches.push(mapping.watch());
         *slot = Some(mapping);
         Ok(bytes)
+    }
+
+    /// Whether anyone still holds bytes of this segment's file (a read's
+    /// records, a scrubber's check), after dropping the segment's own
+    /// mapping. Such a file must not be written over.
+    pub fn views_in_use(&mut self) -> bool {
+        *self.mapping.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        let watches = self.watches.get_mut().unwrap_or_else(|p| p.into_inner());
+        watches.iter().any(MappingWatch::in_use)
     }
 
     /// The segment's index, loading or rebuilding it on first use.

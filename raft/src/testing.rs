@@ -245,7 +245,10 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode
         let wal = Arc::new(Wal::open_on(
             Arc::new(disk.clone()),
             wal_dir,
-            LogConfig::default(),
+            LogConfig {
+                recycle_segments_max: crate::node::WAL_RECYCLE_SEGMENTS_DEFAULT,
+                ..LogConfig::default()
+            },
         )?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let dir = tempfile::tempdir()?;

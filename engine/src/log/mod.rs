@@ -18,7 +18,7 @@
 use std::any::Any;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::batch::Batch;
 use crate::config::LogConfig;
@@ -78,6 +78,7 @@ pub struct FlushTicket {
     /// The directory, when segments were created since it was last synced.
     dir: Option<(Arc<dyn Disk>, PathBuf)>,
     dir_changes: u64,
+    trims: u64,
     next: Offset,
     epoch: u64,
 }
@@ -100,12 +101,48 @@ impl FlushTicket {
     }
 }
 
+/// Spare data files of removed segments, waiting to be renamed into place
+/// for new segments (`LogConfig::recycle_segments_max`). Shared by a log
+/// and what it detaches, which is removed without the log's lock.
+#[derive(Debug)]
+pub(crate) struct Spares {
+    max: usize,
+    /// Smaller files are deleted: little of a new segment would overwrite.
+    len_bytes_min: u64,
+    /// Names that are durable (their directory was synced after the rename
+    /// that made them spares).
+    paths: Mutex<Vec<PathBuf>>,
+}
+
+impl Spares {
+    fn new(config: &LogConfig, found: Vec<PathBuf>) -> Spares {
+        Spares {
+            max: config.recycle_segments_max,
+            len_bytes_min: config.segment_bytes_max / 2,
+            paths: Mutex::new(found),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Option<PathBuf> {
+        self.lock().pop()
+    }
+
+    fn room(&self) -> usize {
+        self.max.saturating_sub(self.lock().len())
+    }
+}
+
 /// Segments taken out of a log by `Log::detach_before`, still on disk.
 #[derive(Debug)]
 #[must_use = "detached segments stay on disk until removed"]
 pub struct Detached {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
+    spares: Arc<Spares>,
     /// Whole segments, mappings included: unmapping a large mapping takes
     /// the process's memory-map lock and stalls other threads' page
     /// faults, so it too happens in `remove`, not under the caller's lock.
@@ -124,17 +161,37 @@ impl Detached {
     }
 
     /// Deletes the segments' files, oldest first (so a crash part-way
-    /// leaves a contiguous log), then fsyncs the directory.
-    pub fn remove(self) -> Result<(), EngineError> {
+    /// leaves a contiguous log), then fsyncs the directory. With recycling
+    /// on, a data file goes to the log's spares instead (renamed, its side
+    /// files deleted) while there is room for it.
+    pub fn remove(mut self) -> Result<(), EngineError> {
         if self.segments.is_empty() {
             return Ok(());
         }
-        for segment in &self.segments {
-            segment.paths.remove_all(self.disk.as_ref())?;
+        let disk = self.disk.as_ref();
+        let mut room = self.spares.room();
+        let mut recycled = Vec::new();
+        for segment in &mut self.segments {
+            if room > 0 && segment.len >= self.spares.len_bytes_min && !segment.views_in_use() {
+                let spare = segment::spare_path(&self.dir, segment.base);
+                // The data file first, as `remove_all` does: a crash
+                // part-way leaves at worst orphan side files.
+                disk.rename(&segment.paths.log, &spare)
+                    .map_err(|e| EngineError::io(&segment.paths.log, e))?;
+                segment.paths.remove_side_files(disk)?;
+                recycled.push(spare);
+                room -= 1;
+            } else {
+                segment.paths.remove_all(disk)?;
+            }
         }
-        self.disk
-            .sync_dir(&self.dir)
-            .map_err(|e| EngineError::io(&self.dir, e))
+        disk.sync_dir(&self.dir)
+            .map_err(|e| EngineError::io(&self.dir, e))?;
+        // Only now may a spare be written over: were its rename lost in a
+        // crash, its old name would come back with a seal that vouches for
+        // bytes that are gone.
+        self.spares.lock().extend(recycled);
+        Ok(())
     }
 }
 
@@ -155,6 +212,12 @@ pub struct Log {
     /// how many of them a completed flush has synced.
     dir_changes: u64,
     dir_changes_synced: u64,
+    /// Cuts of recycled files to their segment's length (at a roll), and
+    /// how many of them a completed flush has synced: a segment is sealed
+    /// only once its file's length is durable (the seal records it).
+    trims: u64,
+    trims_synced: u64,
+    spares: Arc<Spares>,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -184,17 +247,21 @@ impl Log {
             io::ErrorKind::WouldBlock => EngineError::Locked { path: dir.clone() },
             _ => EngineError::io(&dir, e),
         })?;
-        let segments = recovery::recover(disk.as_ref(), &dir, &config)?;
+        let recovered = recovery::recover(disk.as_ref(), &dir, &config)?;
+        let spares = Arc::new(Spares::new(&config, recovered.spares));
         let mut log = Log {
             dir,
             config,
             disk,
-            segments,
+            segments: recovered.segments,
             durable: Offset(0),
             poisoned: false,
             epoch: 0,
             dir_changes: 0,
             dir_changes_synced: 0,
+            trims: 0,
+            trims_synced: 0,
+            spares,
             _lock: lock,
         };
         log.ensure_active()?;
@@ -315,11 +382,47 @@ impl Log {
         let paths = segment::SegmentPaths::new(&self.dir, base);
         // A file left by an earlier attempt that failed before a directory
         // sync holds nothing this log ever reported.
-        disk::remove_if_exists(self.disk.as_ref(), &paths.log)
-            .map_err(|e| EngineError::io(&paths.log, e))?;
-        let segment = Segment::create(self.disk.as_ref(), &self.dir, base)?;
+        let disk = self.disk.as_ref();
+        disk::remove_if_exists(disk, &paths.log).map_err(|e| EngineError::io(&paths.log, e))?;
+        let recycled = self.spares.take().and_then(|spare| {
+            Segment::from_spare(disk, &self.dir, base, &spare)
+                .inspect_err(|e| {
+                    tracing::warn!(spare = %spare.display(), error = %e, "could not recycle a spare segment file; creating a new one");
+                    let _ = disk::remove_if_exists(disk, &spare);
+                    let _ = disk::remove_if_exists(disk, &paths.log);
+                })
+                .ok()
+        });
+        let segment = match recycled {
+            Some(segment) => segment,
+            None => Segment::create(disk, &self.dir, base)?,
+        };
         self.dir_changes += 1;
         self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Cuts the active segment's file to its length if it is a recycled
+    /// one, before it is rolled: stale bytes past the end would make its
+    /// seal disagree with the file. Durable with the next flush, which
+    /// seals it only then.
+    fn trim_recycled_active(&mut self) -> Result<(), EngineError> {
+        let trims = self.trims + 1;
+        let active = self.active_mut();
+        if !active.recycled {
+            return Ok(());
+        }
+        let Some(writer) = active.writer().cloned() else {
+            unreachable!("the active segment has a writer");
+        };
+        let io = |e| EngineError::io(&active.paths.log, e);
+        if writer.len_bytes().map_err(io)? > active.len {
+            // No mapping is readable past `len`, so none loses a byte.
+            writer.set_len(active.len).map_err(io)?;
+            active.trim_change = Some(trims);
+            self.trims = trims;
+        }
+        self.active_mut().recycled = false;
         Ok(())
     }
 
@@ -359,7 +462,9 @@ impl Log {
         if active.is_empty() {
             return Ok(());
         }
-        self.push_segment(active.next)
+        let next = active.next;
+        self.trim_recycled_active()?;
+        self.push_segment(next)
     }
 
     /// Makes everything appended so far durable; returns the new durable
@@ -403,6 +508,7 @@ impl Log {
             files,
             dir,
             dir_changes: self.dir_changes,
+            trims: self.trims,
             next: self.next_offset(),
             epoch: self.epoch,
         })
@@ -424,6 +530,7 @@ impl Log {
         if ticket.epoch == self.epoch {
             self.durable = self.durable.max(ticket.next.min(self.next_offset()));
             self.dir_changes_synced = self.dir_changes_synced.max(ticket.dir_changes);
+            self.trims_synced = self.trims_synced.max(ticket.trims);
         }
         self.seal_durable_segments();
         Ok(self.durable)
@@ -435,12 +542,13 @@ impl Log {
     fn seal_durable_segments(&mut self) {
         let last = self.segments.len() - 1;
         let durable = self.durable;
+        let trims_synced = self.trims_synced;
         let disk = Arc::clone(&self.disk);
         for segment in &mut self.segments[..last] {
             if segment.seal.is_some() {
                 continue;
             }
-            if segment.next > durable {
+            if segment.next > durable || segment.trim_change.is_some_and(|t| t > trims_synced) {
                 break;
             }
             if let Err(e) = segment.write_seal(disk.as_ref()) {
@@ -761,6 +869,7 @@ impl Log {
         Detached {
             disk: Arc::clone(&self.disk),
             dir: self.dir.clone(),
+            spares: Arc::clone(&self.spares),
             segments: self.segments.drain(..count).collect(),
         }
     }

@@ -54,6 +54,15 @@ fn config() -> LogConfig {
     }
 }
 
+/// The same log recycling removed segments' files: new segments overwrite
+/// stale batches, which must never surface or block recovery.
+fn recycling_config() -> LogConfig {
+    LogConfig {
+        recycle_segments_max: 3,
+        ..config()
+    }
+}
+
 fn apply(log: &mut Log, op: Op, model: &mut Model) -> Result<(), EngineError> {
     match op {
         Op::Append {
@@ -104,11 +113,11 @@ fn apply(log: &mut Log, op: Op, model: &mut Model) -> Result<(), EngineError> {
 }
 
 /// Runs `ops` until the planned crash stops them.
-fn run(disk: &SimDisk, ops: &[Op], model: &mut Model) {
+fn run(disk: &SimDisk, ops: &[Op], model: &mut Model, config: &LogConfig) {
     let mut log = match Log::open_on(
         std::sync::Arc::new(disk.clone()),
         crate::common::SIM_DIR,
-        config(),
+        config.clone(),
     ) {
         Ok(log) => log,
         Err(_) => return, // crashed while creating the log
@@ -120,7 +129,7 @@ fn run(disk: &SimDisk, ops: &[Op], model: &mut Model) {
                 match Log::open_on(
                     std::sync::Arc::new(disk.clone()),
                     crate::common::SIM_DIR,
-                    config(),
+                    config.clone(),
                 ) {
                     Ok(l) => {
                         log = l;
@@ -140,11 +149,11 @@ fn run(disk: &SimDisk, ops: &[Op], model: &mut Model) {
     }
 }
 
-fn check(image: &SimDisk, model: &Model, context: &str) {
+fn check(image: &SimDisk, model: &Model, config: &LogConfig, context: &str) {
     let mut log = match Log::open_on(
         std::sync::Arc::new(image.clone()),
         crate::common::SIM_DIR,
-        config(),
+        config.clone(),
     ) {
         Ok(log) => log,
         Err(e) => panic!("{context}: reopening a crash image failed: {e}"),
@@ -231,12 +240,41 @@ fn workload() -> Vec<Op> {
     ]
 }
 
+/// A workload that purges whole segments and then rolls through several
+/// more, so that new segments are made from spares, across reopens.
+fn recycling_workload() -> Vec<Op> {
+    use Op::*;
+    let fill = Append {
+        count: 60,
+        per_batch: 4,
+        size: 200,
+    };
+    vec![
+        fill,
+        Flush,
+        Purge { percent: 80 },
+        fill,
+        Flush,
+        Purge { percent: 90 },
+        fill,
+        Roll,
+        Append {
+            count: 7,
+            per_batch: 7,
+            size: 90,
+        },
+        Flush,
+        Reopen,
+        fill,
+        Flush,
+    ]
+}
+
 /// Method: count the disk operations of a fixed workload, then crash before
 /// each one in turn, with every crash mode.
-#[test]
-fn crash_before_every_disk_operation_keeps_every_durable_offset() {
+fn crash_before_every_disk_operation(ops: &[Op], config: &LogConfig) {
     let dry = SimDisk::new();
-    run(&dry, &workload(), &mut Model::default());
+    run(&dry, ops, &mut Model::default(), config);
     let total = dry.op_count();
     assert!(
         total > 50,
@@ -247,15 +285,53 @@ fn crash_before_every_disk_operation_keeps_every_durable_offset() {
             let disk = SimDisk::new();
             disk.crash_at_op(at, mode, at * 31 + 7);
             let mut model = Model::default();
-            run(&disk, &workload(), &mut model);
+            run(&disk, ops, &mut model, config);
             let image = disk.crash_image().unwrap_or_else(|| disk.crash(mode, at));
             check(
                 &image,
                 &model,
+                config,
                 &format!("crash before op {at}/{total}, {mode:?}"),
             );
         }
     }
+}
+
+#[test]
+fn crash_before_every_disk_operation_keeps_every_durable_offset() {
+    crash_before_every_disk_operation(&workload(), &config());
+}
+
+#[test]
+fn recycled_segments_keep_every_durable_offset_at_every_crash() {
+    crash_before_every_disk_operation(&workload(), &recycling_config());
+    crash_before_every_disk_operation(&recycling_workload(), &recycling_config());
+}
+
+/// The recycling workload does recycle: spares are made, then taken, and
+/// the log reads back exactly what it was given.
+#[test]
+fn the_recycling_workload_writes_over_spare_files() {
+    let disk = SimDisk::new();
+    let mut model = Model::default();
+    let ops = recycling_workload();
+    let (purge_at, ops_after) = (3, &ops[3..]);
+    run(&disk, &ops[..purge_at], &mut model, &recycling_config());
+    let names = disk.file_names(std::path::Path::new(crate::common::SIM_DIR));
+    let spares = names.iter().filter(|n| n.ends_with(".spare")).count();
+    assert!(spares > 0, "the purge should leave spares: {names:?}");
+    run(&disk, ops_after, &mut model, &recycling_config());
+    let names = disk.file_names(std::path::Path::new(crate::common::SIM_DIR));
+    assert!(
+        names.iter().filter(|n| n.ends_with(".spare")).count() <= 3,
+        "at most recycle_segments_max spares: {names:?}"
+    );
+    check(
+        &disk.crash(CrashMode::LoseAll, 0),
+        &model,
+        &recycling_config(),
+        "no crash",
+    );
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -284,13 +360,15 @@ proptest! {
         crash_at in 1u64..400,
         mode in arb_mode(),
         seed in any::<u64>(),
+        recycle in any::<bool>(),
     ) {
         let disk = SimDisk::new();
         disk.crash_at_op(crash_at, mode, seed);
         let mut model = Model::default();
-        run(&disk, &ops, &mut model);
+        let config = if recycle { recycling_config() } else { config() };
+        run(&disk, &ops, &mut model, &config);
         let image = disk.crash_image().unwrap_or_else(|| disk.crash(mode, seed));
-        check(&image, &model, &format!("crash at op {crash_at}, {mode:?}, seed {seed}"));
+        check(&image, &model, &config, &format!("crash at op {crash_at}, {mode:?}, seed {seed}, recycle {recycle}"));
     }
 }
 
@@ -302,7 +380,7 @@ fn recovery_is_idempotent_across_a_second_crash() {
         let disk = SimDisk::new();
         let mut model = Model::default();
         disk.crash_at_op(60 + seed * 3, CrashMode::RandomSectors, seed);
-        run(&disk, &workload(), &mut model);
+        run(&disk, &workload(), &mut model, &config());
         let image = disk
             .crash_image()
             .unwrap_or_else(|| disk.crash(CrashMode::RandomSectors, seed));

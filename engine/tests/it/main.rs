@@ -8,5 +8,6 @@ mod kill;
 mod limits;
 mod lookups;
 mod maintenance;
+mod recycling;
 mod repair;
 mod roundtrip;

@@ -29,7 +29,7 @@ const GROUPS: u32 = 3;
 fn workload(disk: &SimDisk, acked: &mut Acked) {
     let Ok(wal) = open(disk) else { return };
     let mut next = [0u64; GROUPS as usize];
-    for round in 0..12u64 {
+    for round in 0..20u64 {
         for g in 0..GROUPS {
             let group = GroupId(g);
             let count = 1 + (round + u64::from(g)) % 5;
