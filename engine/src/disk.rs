@@ -292,6 +292,10 @@ impl DiskFile for RealFile {
         // existing mappings on the old inode. Other processes are kept out
         // by the directory lock. Pages of the range past the file's end are
         // never touched until the file holds them (`Mapping::grown_to`).
+        // A recycled file (a removed segment's, written over from position
+        // 0) is reused only once no view of any mapping of it is alive
+        // (`MappingWatch`), and its new mappings, too, expose only what the
+        // new segment wrote; cutting it at a roll keeps every readable byte.
         let mmap = unsafe { memmap2::MmapOptions::new().len(capacity).map(&self.file)? };
         Ok(Mapping {
             inner: Arc::new(MappedBytes::Mmap(mmap)),
