@@ -31,12 +31,19 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A recycling log in `dir` holding 200 durable records in several
+/// segments.
+fn filled(dir: &Path) -> Log {
+    let mut log = Log::open(dir, recycling()).expect("open");
+    append_records(&mut log, 200, 4, 0, 100);
+    log.flush().expect("flush");
+    log
+}
+
 #[test]
 fn purged_segments_become_spares_that_new_segments_write_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), recycling()).expect("open");
-    append_records(&mut log, 200, 4, 0, 100);
-    log.flush().expect("flush");
+    let mut log = filled(dir.path());
     let bases = log.segment_bases();
     assert!(bases.len() >= 5, "{bases:?}");
     let logs_before = names_ending(&dir_names(dir.path()), ".log");
@@ -73,9 +80,7 @@ fn purged_segments_become_spares_that_new_segments_write_over() {
 #[test]
 fn a_segment_someone_still_reads_is_deleted_not_recycled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), recycling()).expect("open");
-    append_records(&mut log, 200, 4, 0, 100);
-    log.flush().expect("flush");
+    let mut log = filled(dir.path());
     let bases = log.segment_bases();
     let held = log.read(Offset(0), 10, 1 << 20).expect("read");
 
@@ -94,9 +99,7 @@ fn a_segment_someone_still_reads_is_deleted_not_recycled() {
 #[test]
 fn spares_over_the_configured_count_are_deleted_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = Log::open(dir.path(), recycling()).expect("open");
-    append_records(&mut log, 200, 4, 0, 100);
-    log.flush().expect("flush");
+    let mut log = filled(dir.path());
     log.purge_before(log.segment_bases()[3]).expect("purge");
     drop(log);
     assert_eq!(names_ending(&dir_names(dir.path()), ".spare"), 2);
