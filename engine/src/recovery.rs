@@ -137,14 +137,14 @@ pub(crate) fn recover(
         check_meets(segments.last(), first)?;
         recover_tail(disk, dir, &bases[tail_start..], config, &mut segments)?;
     }
-    // Always: a segment's data can be durable while its name is not (a log
-    // created, written and closed before any flush synced the directory),
-    // and the caller is about to report every recovered offset durable.
     spares.sort();
     let surplus = spares.len().saturating_sub(config.recycle_segments_max);
     for spare in spares.drain(..surplus) {
         disk::remove_if_exists(disk, &spare).map_err(|e| EngineError::io(&spare, e))?;
     }
+    // Always: a segment's data can be durable while its name is not (a log
+    // created, written and closed before any flush synced the directory),
+    // and the caller is about to report every recovered offset durable.
     disk.sync_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     Ok(Recovered { segments, spares })
 }

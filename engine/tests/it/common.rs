@@ -117,6 +117,11 @@ pub fn assert_records(records: &[Record], from: u64, generation: u64) {
     }
 }
 
+/// How many of `names` end with `ext`.
+pub fn names_ending(names: &[String], ext: &str) -> usize {
+    names.iter().filter(|n| n.ends_with(ext)).count()
+}
+
 /// The `.log` files of a real directory, sorted.
 pub fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use sluice_engine::sim::{CrashMode, SimDisk};
 use sluice_engine::{Batch, EngineError, Log, LogConfig, Offset, Timestamp};
 
-use crate::common::{open_sim, read_all, record_for, try_append_records};
+use crate::common::{names_ending, open_sim, read_all, record_for, try_append_records};
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -318,12 +318,14 @@ fn the_recycling_workload_writes_over_spare_files() {
     let (purge_at, ops_after) = (3, &ops[3..]);
     run(&disk, &ops[..purge_at], &mut model, &recycling_config());
     let names = disk.file_names(std::path::Path::new(crate::common::SIM_DIR));
-    let spares = names.iter().filter(|n| n.ends_with(".spare")).count();
-    assert!(spares > 0, "the purge should leave spares: {names:?}");
+    assert!(
+        names_ending(&names, ".spare") > 0,
+        "the purge should leave spares: {names:?}"
+    );
     run(&disk, ops_after, &mut model, &recycling_config());
     let names = disk.file_names(std::path::Path::new(crate::common::SIM_DIR));
     assert!(
-        names.iter().filter(|n| n.ends_with(".spare")).count() <= 3,
+        names_ending(&names, ".spare") <= 3,
         "at most recycle_segments_max spares: {names:?}"
     );
     check(

@@ -9,7 +9,9 @@ use sluice_engine::disk::Disk;
 use sluice_engine::sim::{CrashMode, SimDisk};
 use sluice_engine::{Log, LogConfig, Offset};
 
-use crate::common::{SIM_DIR, append_records, assert_records, open_sim, read_all};
+use crate::common::{
+    SIM_DIR, append_records, assert_records, log_files, names_ending, open_sim, read_all,
+};
 
 fn recycling() -> LogConfig {
     LogConfig {
@@ -18,10 +20,6 @@ fn recycling() -> LogConfig {
         recycle_segments_max: 2,
         ..LogConfig::default()
     }
-}
-
-fn names_ending(names: &[String], ext: &str) -> usize {
-    names.iter().filter(|n| n.ends_with(ext)).count()
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
@@ -46,7 +44,7 @@ fn purged_segments_become_spares_that_new_segments_write_over() {
     let mut log = filled(dir.path());
     let bases = log.segment_bases();
     assert!(bases.len() >= 5, "{bases:?}");
-    let logs_before = names_ending(&dir_names(dir.path()), ".log");
+    let logs_before = log_files(dir.path()).len();
 
     log.purge_before(bases[3]).expect("purge");
     let names = dir_names(dir.path());
@@ -55,7 +53,7 @@ fn purged_segments_become_spares_that_new_segments_write_over() {
         2,
         "two spares at most: {names:?}"
     );
-    assert_eq!(names_ending(&names, ".log"), logs_before - 3, "{names:?}");
+    assert_eq!(log_files(dir.path()).len(), logs_before - 3, "{names:?}");
 
     append_records(&mut log, 200, 4, 0, 100);
     log.flush().expect("flush");
