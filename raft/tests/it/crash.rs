@@ -29,6 +29,8 @@ const GROUPS: u32 = 3;
 fn workload(disk: &SimDisk, acked: &mut Acked) {
     let Ok(wal) = open(disk) else { return };
     let mut next = [0u64; GROUPS as usize];
+    // Enough rounds that segments compacted early are recycled (written
+    // over) by later rounds' appends.
     for round in 0..20u64 {
         for g in 0..GROUPS {
             let group = GroupId(g);
