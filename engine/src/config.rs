@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::disk::WriteMode;
 use crate::error::EngineError;
 use crate::limits::{RECYCLE_SEGMENTS_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 
@@ -33,6 +34,11 @@ pub struct LogConfig {
     /// short-lived: a segment that anyone still holds bytes of is deleted,
     /// never recycled, and so is one under half of `segment_bytes_max`.
     pub recycle_segments_max: usize,
+    /// How segment data files are written. Default `WriteMode::Buffered`;
+    /// `WriteMode::Direct` suits a log that is synced after every few
+    /// appends and read back rarely (the node WAL): its appends wait in
+    /// memory until the sync writes them in one `O_DIRECT` write.
+    pub write_mode: WriteMode,
 }
 
 impl Default for LogConfig {
@@ -43,6 +49,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             retention_bytes_max: None,
             recycle_segments_max: 0,
+            write_mode: WriteMode::Buffered,
         }
     }
 }

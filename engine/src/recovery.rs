@@ -267,7 +267,7 @@ fn recover_tail(
     for &base in bases {
         let paths = SegmentPaths::new(dir, base);
         let io = |e| EngineError::io(&paths.log, e);
-        let file = disk.open(&paths.log).map_err(io)?;
+        let file = disk.open_with(&paths.log, config.write_mode).map_err(io)?;
         let mapping = file.len_bytes().and_then(|len| file.map(len)).map_err(io)?;
         files.push((paths, file, mapping));
     }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::batch::Batch;
-use crate::disk::{self, Disk, DiskFile, Mapping, MappingWatch};
+use crate::disk::{self, Disk, DiskFile, Mapping, MappingWatch, WriteMode};
 use crate::error::EngineError;
 use crate::format::{BATCH_HEADER_BYTES, BatchHeader, RecordIter, Seal};
 use crate::index::{ScanStart, SegmentIndex};
@@ -216,10 +216,15 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates a new, empty active segment file at `base`. The caller syncs
     /// the directory.
-    pub fn create(disk: &dyn Disk, dir: &Path, base: Offset) -> Result<Segment, EngineError> {
+    pub fn create(
+        disk: &dyn Disk,
+        dir: &Path,
+        base: Offset,
+        mode: WriteMode,
+    ) -> Result<Segment, EngineError> {
         let paths = SegmentPaths::new(dir, base);
         let writer = disk
-            .create_new(&paths.log)
+            .create_new_with(&paths.log, mode)
             .map_err(|e| EngineError::io(&paths.log, e))?;
         Ok(Segment::empty(base, paths, writer, false))
     }
@@ -232,12 +237,13 @@ impl Segment {
         dir: &Path,
         base: Offset,
         spare: &Path,
+        mode: WriteMode,
     ) -> Result<Segment, EngineError> {
         let paths = SegmentPaths::new(dir, base);
         disk.rename(spare, &paths.log)
             .map_err(|e| EngineError::io(spare, e))?;
         let writer = disk
-            .open(&paths.log)
+            .open_with(&paths.log, mode)
             .map_err(|e| EngineError::io(&paths.log, e))?;
         Ok(Segment::empty(base, paths, writer, true))
     }

@@ -385,7 +385,7 @@ impl Log {
         let disk = self.disk.as_ref();
         disk::remove_if_exists(disk, &paths.log).map_err(|e| EngineError::io(&paths.log, e))?;
         let recycled = self.spares.take().and_then(|spare| {
-            Segment::from_spare(disk, &self.dir, base, &spare)
+            Segment::from_spare(disk, &self.dir, base, &spare, self.config.write_mode)
                 .inspect_err(|e| {
                     tracing::warn!(spare = %spare.display(), error = %e, "could not recycle a spare segment file; creating a new one");
                     let _ = disk::remove_if_exists(disk, &spare);
@@ -395,7 +395,7 @@ impl Log {
         });
         let segment = match recycled {
             Some(segment) => segment,
-            None => Segment::create(disk, &self.dir, base)?,
+            None => Segment::create(disk, &self.dir, base, self.config.write_mode)?,
         };
         self.dir_changes += 1;
         self.segments.push(segment);
@@ -736,7 +736,9 @@ impl Log {
         let tmp = disk::tmp_path(&paths.log);
         let io = |e| EngineError::io(&tmp, e);
         disk::remove_if_exists(disk, &tmp).map_err(io)?;
-        let file = disk.create_new(&tmp).map_err(io)?;
+        let file = disk
+            .create_new_with(&tmp, self.config.write_mode)
+            .map_err(io)?;
         file.write_all_at(&bytes, 0).map_err(io)?;
         file.sync_data().map_err(io)?;
         disk.rename(&tmp, &paths.log).map_err(io)?;

@@ -20,6 +20,22 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
+mod direct;
+
+/// How a log's segment data files are written (`LogConfig::write_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Through the page cache, one `pwrite` per append.
+    #[default]
+    Buffered,
+    /// Appends gathered in memory and written with `O_DIRECT` when the
+    /// file is synced (`disk/direct.rs`). Bytes after a write's end, up to
+    /// the next 4 KiB boundary, may read as zeros afterwards. Disks that
+    /// cannot (the simulated one, file systems without `O_DIRECT`) write
+    /// buffered instead.
+    Direct,
+}
+
 /// A read-only view of the first `len` bytes of a file, shared by every
 /// `Bytes` handed out from it.
 ///
@@ -194,6 +210,16 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
+    /// `create_new` for a segment data file, written as `mode` says.
+    fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        let _ = mode;
+        self.create_new(path)
+    }
+    /// `open` for a segment data file, written as `mode` says.
+    fn open_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        let _ = mode;
+        self.open(path)
+    }
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to`.
@@ -334,6 +360,20 @@ impl Disk for FileDisk {
         Ok(Arc::new(RealFile { file }))
     }
 
+    fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        with_mode(file, path, mode)
+    }
+
+    fn open_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        with_mode(file, path, mode)
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
@@ -368,6 +408,20 @@ impl Disk for FileDisk {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// `file` (open at `path`) as a `DiskFile` written as `mode` says; direct
+/// writes fall back to buffered ones where the file system refuses them.
+fn with_mode(file: File, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+    if mode == WriteMode::Direct {
+        match direct::open_direct(path) {
+            Ok(fd) => return Ok(Arc::new(direct::DirectFile::new(file, fd)?)),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "O_DIRECT unavailable; writing through the page cache");
+            }
+        }
+    }
+    Ok(Arc::new(RealFile { file }))
 }
 
 /// Reads a whole small file (seals, indexes).
