@@ -23,7 +23,6 @@ use openraft::entry::RaftEntry;
 use openraft::impls::BasicNode;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, Raft, RaftSnapshotBuilder, StoredMembership};
-use sluice_engine::LogConfig;
 use sluice_engine::sim::SimDisk;
 
 type C = TypeConfig;
@@ -245,10 +244,7 @@ impl<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes> + Clone> LoopbackNode
         let wal = Arc::new(Wal::open_on(
             Arc::new(disk.clone()),
             wal_dir,
-            LogConfig {
-                recycle_segments_max: crate::node::WAL_RECYCLE_SEGMENTS_DEFAULT,
-                ..LogConfig::default()
-            },
+            crate::node::wal_config_default(),
         )?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let dir = tempfile::tempdir()?;

@@ -25,7 +25,7 @@ use openraft::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::impls::BasicNode;
 use sluice_engine::LogConfig;
-use sluice_engine::disk::Disk;
+use sluice_engine::disk::{Disk, WriteMode};
 
 use crate::data::machine::{DataMachine, MachineError};
 use crate::data::snapshot::PinnedSegments;
@@ -70,6 +70,18 @@ pub const CHECKPOINT_ENTRIES_DEFAULT: u64 = 10_000;
 /// blocks the file system already allocated (engine
 /// `LogConfig::recycle_segments_max`).
 pub const WAL_RECYCLE_SEGMENTS_DEFAULT: usize = 4;
+
+/// The engine configuration of the node WAL by default: recycled segments,
+/// and appends written with `O_DIRECT` at each group-commit fsync (engine
+/// `WriteMode::Direct`), which on the measured disk makes them durable
+/// sooner than a buffered write and `fdatasync` do.
+pub fn wal_config_default() -> LogConfig {
+    LogConfig {
+        recycle_segments_max: WAL_RECYCLE_SEGMENTS_DEFAULT,
+        write_mode: WriteMode::Direct,
+        ..LogConfig::default()
+    }
+}
 /// The request id that registers the data groups: the same on every node
 /// and every start, so the meta group applies it once.
 const REGISTER_GROUPS_REQUEST: RequestId = RequestId(1);
@@ -171,10 +183,7 @@ impl NodeConfig {
             election_ms: (ELECTION_MS_MIN_DEFAULT, ELECTION_MS_MAX_DEFAULT),
             checkpoint_entries: CHECKPOINT_ENTRIES_DEFAULT,
             log_config: LogConfig::default(),
-            wal_config: LogConfig {
-                recycle_segments_max: WAL_RECYCLE_SEGMENTS_DEFAULT,
-                ..LogConfig::default()
-            },
+            wal_config: wal_config_default(),
             route_timeout_ms: ROUTE_TIMEOUT_MS_DEFAULT,
         }
     }

@@ -282,9 +282,10 @@ impl std::fmt::Debug for Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the WAL in `dir` on the real file system.
+    /// Opens (or creates) the WAL in `dir` on the real file system, with a
+    /// node's WAL configuration (`node::wal_config_default`).
     pub fn open(dir: impl AsRef<Path>) -> Result<Wal, WalError> {
-        Wal::open_on(Arc::new(FileDisk), dir, LogConfig::default())
+        Wal::open_on(Arc::new(FileDisk), dir, crate::node::wal_config_default())
     }
 
     /// Opens (or creates) the WAL in `dir` on `disk`, and replays it.

@@ -11,14 +11,13 @@ use sluice_raft::{FlushCallback, GroupId, LogIndex, Wal, WalError};
 pub const WAL_DIR: &str = "/sim/wal";
 
 /// Small segments, so that compaction has whole segments to delete, and
-/// recycled as a node's WAL recycles them, so that new segments write over
-/// compacted ones.
+/// otherwise a node's WAL configuration (recycled segments, so that new
+/// segments write over compacted ones).
 pub fn config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 4096,
         index_interval_bytes: 256,
-        recycle_segments_max: sluice_raft::node::WAL_RECYCLE_SEGMENTS_DEFAULT,
-        ..LogConfig::default()
+        ..sluice_raft::node::wal_config_default()
     }
 }
 
