@@ -3,7 +3,8 @@
 //! Every client write is one proposal; proposed one by one, each pays a
 //! whole Raft round (append, replicate, fsync, apply) in the group's
 //! single-threaded core. Here, proposals wait in a per-group queue while
-//! `IN_FLIGHT_MAX` earlier entries are in flight, and whatever queued up
+//! earlier entries are in flight (`IN_FLIGHT_SMALL_MAX` for a small batch,
+//! `IN_FLIGHT_MAX` for one of `BATCH_READY_BYTES`), and whatever queued up
 //! meanwhile goes out as one `DataCommand::Batch`. Under no load a
 //! proposal goes at once and alone, so batching adds no waiting of its
 //! own. Each proposal keeps its request id inside the batch, so a retried
@@ -16,15 +17,23 @@ use std::sync::{Arc, Mutex};
 use sluice_raft::GroupId;
 use sluice_raft::data::command::{DataCommand, DataProposal, DataReply};
 use sluice_raft::node::Node;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::cluster::{ClusterFailure, Led, new_request_id};
 
-/// Most batches of one group in flight at once. Two, not more: with the
-/// batch append (one engine append per partition per entry) fewer,
-/// larger entries cost less per message, and two keep the WAL busy while
-/// the previous entry applies (see `docs/benchmarks.md`).
-pub const IN_FLIGHT_MAX: usize = 2;
+/// Most batches of one group in flight at once.
+pub const IN_FLIGHT_MAX: usize = 8;
+/// Batches in flight past which a small batch waits for one of them to
+/// finish, gathering more proposals meanwhile. Two: with the batch append
+/// (one engine append per partition per entry) fewer, larger entries cost
+/// less per message, and two keep the WAL busy while the previous entry
+/// applies (see `docs/benchmarks.md`).
+pub const IN_FLIGHT_SMALL_MAX: usize = 2;
+/// A batch of at least this many encoded bytes goes without waiting while
+/// fewer than `IN_FLIGHT_MAX` are in flight: waiting would not make its
+/// per-message cost smaller, only its latency longer. One produce of 100
+/// messages of 1 KiB is over it; 64 single-message POSTs are needed.
+pub const BATCH_READY_BYTES: usize = 64 * 1024;
 /// Most proposals in one batch.
 pub const BATCH_PROPOSALS_MAX: usize = 1_024;
 /// A batch stops growing past this many encoded bytes (a single larger
@@ -89,34 +98,95 @@ impl Batcher {
     }
 }
 
-/// Takes proposals off `group`'s queue in batches, at most
-/// `IN_FLIGHT_MAX` in flight, until every sender is gone.
+/// Takes proposals off `group`'s queue in batches until every sender is
+/// gone. A batch goes once a slot is free: any of `IN_FLIGHT_MAX` when it
+/// carries `BATCH_READY_BYTES`, else one of the first `IN_FLIGHT_SMALL_MAX`;
+/// while it waits, what queues joins it.
 async fn drain(node: Arc<Node>, group: GroupId, mut queue: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let finished = Arc::new(Notify::new());
     loop {
-        // Wait for a slot first: what queues meanwhile joins this batch.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
         let Some(first) = queue.recv().await else {
             return;
         };
-        let mut bytes = first.encoded.len();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_PROPOSALS_MAX && bytes < BATCH_BYTES_MAX {
+        let mut batch = Gathering::new(first);
+        batch.take_queued(&mut queue);
+        let slot = loop {
+            let in_flight = IN_FLIGHT_MAX - slots.available_permits();
+            if may_go(in_flight, batch.bytes)
+                && let Ok(slot) = Arc::clone(&slots).try_acquire_owned()
+            {
+                break slot;
+            }
+            // `notify_one` keeps a wake-up for a waiter not yet waiting, so
+            // a batch finishing before this wait starts is not missed.
+            let done = finished.notified();
+            if batch.is_full() {
+                done.await;
+                continue;
+            }
+            tokio::select! {
+                () = done => {}
+                next = queue.recv() => match next {
+                    Some(next) => {
+                        batch.push(next);
+                        batch.take_queued(&mut queue);
+                    }
+                    // Every sender is gone: what was gathered still goes.
+                    None => match Arc::clone(&slots).acquire_owned().await {
+                        Ok(slot) => break slot,
+                        Err(_) => return,
+                    },
+                },
+            }
+        };
+        let node = Arc::clone(&node);
+        let finished = Arc::clone(&finished);
+        tokio::spawn(async move {
+            propose_batch(&node, group, batch.proposals).await;
+            drop(slot);
+            finished.notify_one();
+        });
+    }
+}
+
+/// Whether a batch of `bytes` may go with `in_flight` batches in flight.
+fn may_go(in_flight: usize, bytes: usize) -> bool {
+    in_flight < IN_FLIGHT_SMALL_MAX || (in_flight < IN_FLIGHT_MAX && bytes >= BATCH_READY_BYTES)
+}
+
+/// A batch being gathered, within `BATCH_PROPOSALS_MAX` and
+/// `BATCH_BYTES_MAX`.
+struct Gathering {
+    proposals: Vec<Pending>,
+    bytes: usize,
+}
+
+impl Gathering {
+    fn new(first: Pending) -> Gathering {
+        Gathering {
+            bytes: first.encoded.len(),
+            proposals: vec![first],
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.proposals.len() >= BATCH_PROPOSALS_MAX || self.bytes >= BATCH_BYTES_MAX
+    }
+
+    fn push(&mut self, next: Pending) {
+        self.bytes += next.encoded.len();
+        self.proposals.push(next);
+    }
+
+    /// Adds what is already queued, up to the limits.
+    fn take_queued(&mut self, queue: &mut mpsc::Receiver<Pending>) {
+        while !self.is_full() {
             match queue.try_recv() {
-                Ok(next) => {
-                    bytes += next.encoded.len();
-                    batch.push(next);
-                }
+                Ok(next) => self.push(next),
                 Err(_) => break,
             }
         }
-        let node = Arc::clone(&node);
-        tokio::spawn(async move {
-            propose_batch(&node, group, batch).await;
-            drop(slot);
-        });
     }
 }
 
@@ -194,4 +264,19 @@ async fn propose_encoded(
 
 fn internal(e: impl std::fmt::Display) -> ClusterFailure {
     ClusterFailure::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_batches_wait_behind_two_and_ready_ones_behind_eight() {
+        assert!(may_go(0, 1));
+        assert!(may_go(IN_FLIGHT_SMALL_MAX - 1, 1));
+        assert!(!may_go(IN_FLIGHT_SMALL_MAX, BATCH_READY_BYTES - 1));
+        assert!(may_go(IN_FLIGHT_SMALL_MAX, BATCH_READY_BYTES));
+        assert!(may_go(IN_FLIGHT_MAX - 1, BATCH_BYTES_MAX));
+        assert!(!may_go(IN_FLIGHT_MAX, BATCH_BYTES_MAX));
+    }
 }
