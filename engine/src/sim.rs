@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::disk::{Disk, DiskFile, Mapping};
+use crate::disk::{Disk, DiskFile, Mapping, WriteMode, direct::DirectFile};
 
 /// Which un-fsynced writes survive a simulated crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,6 +458,15 @@ impl Drop for SimLock {
     }
 }
 
+/// A simulated file as `mode` writes it: with `Direct`, behind the same
+/// buffering and whole-block write-outs as on the real disk.
+fn simulated_mode(file: Arc<dyn DiskFile>, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+    match mode {
+        WriteMode::Buffered => Ok(file),
+        WriteMode::Direct => Ok(Arc::new(DirectFile::simulated(file)?)),
+    }
+}
+
 impl Disk for SimDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
@@ -514,6 +523,14 @@ impl Disk for SimDisk {
             state: Arc::clone(&self.state),
             ino,
         }))
+    }
+
+    fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        simulated_mode(self.create_new(path)?, mode)
+    }
+
+    fn open_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
+        simulated_mode(self.open(path)?, mode)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

@@ -27,6 +27,11 @@
 //!   next block boundary; the engine never reads past what it wrote.
 //! - Lock order: `out`, then `tail`.
 //!
+//! Over a simulated file (`DirectFile::simulated`) the write-outs are
+//! ordinary writes of the same whole blocks, so the crash simulations
+//! check this module's fsync discipline: a sync must write out before it
+//! fsyncs.
+//!
 //! Failure: a failed write-out is sticky: every later write, read, map or
 //! sync of the file fails, so the log's flush poisons it (as a failed
 //! `fdatasync` does). A file system that refuses the alignment (`EINVAL`)
@@ -37,6 +42,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+
+use std::sync::Arc;
 
 use super::{DiskFile, Mapping, RealFile};
 
@@ -159,9 +166,10 @@ pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
 /// A segment file written with `O_DIRECT` (see the module docs).
 pub(crate) struct DirectFile {
     /// Reads, maps, `set_len`, `fdatasync`, and writes once `buffered`.
-    file: RealFile,
-    /// Opened with `O_DIRECT`: the write-outs.
-    direct: File,
+    file: Arc<dyn DiskFile>,
+    /// Opened with `O_DIRECT`: the write-outs. `None` over a simulated
+    /// file, where the same whole-block write-outs go through `file`.
+    direct: Option<File>,
     out: Mutex<Out>,
     tail: Mutex<Tail>,
 }
@@ -180,9 +188,20 @@ impl DirectFile {
     /// Wraps `file` (open for reading and writing) and `direct`, a
     /// descriptor of the same file from `open_direct`.
     pub(crate) fn new(file: File, direct: File) -> io::Result<DirectFile> {
-        let file_len = file.metadata()?.len();
+        DirectFile::over(Arc::new(RealFile { file }), Some(direct))
+    }
+
+    /// The buffering and whole-block write-outs of a direct file over any
+    /// file: what the simulated disk gives for `WriteMode::Direct`, so
+    /// that its crashes test them too.
+    pub(crate) fn simulated(file: Arc<dyn DiskFile>) -> io::Result<DirectFile> {
+        DirectFile::over(file, None)
+    }
+
+    fn over(file: Arc<dyn DiskFile>, direct: Option<File>) -> io::Result<DirectFile> {
+        let file_len = file.len_bytes()?;
         Ok(DirectFile {
-            file: RealFile { file },
+            file,
             direct,
             out: Mutex::new(Out {
                 file_len,
@@ -250,7 +269,11 @@ impl DirectFile {
         end: u64,
     ) -> io::Result<()> {
         if !out.buffered {
-            match self.direct.write_all_at(buf.padded(), start) {
+            let written = match &self.direct {
+                Some(direct) => direct.write_all_at(buf.padded(), start),
+                None => self.file.write_all_at(buf.padded(), start),
+            };
+            match written {
                 Ok(()) => {
                     let padded_end = start + align_up(buf.len) as u64;
                     if padded_end > out.file_len {

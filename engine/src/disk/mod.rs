@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-mod direct;
+pub(crate) mod direct;
 
 /// How a log's segment data files are written (`LogConfig::write_mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,9 +30,9 @@ pub enum WriteMode {
     Buffered,
     /// Appends gathered in memory and written with `O_DIRECT` when the
     /// file is synced (`disk/direct.rs`). Bytes after a write's end, up to
-    /// the next 4 KiB boundary, may read as zeros afterwards. Disks that
-    /// cannot (the simulated one, file systems without `O_DIRECT`) write
-    /// buffered instead.
+    /// the next 4 KiB boundary, may read as zeros afterwards. File
+    /// systems without `O_DIRECT` get buffered writes; the simulated disk
+    /// runs the same buffering and write-outs over its own files.
     Direct,
 }
 

@@ -6,6 +6,7 @@
 //! image and compare it with a model of what was written and reported.
 
 use proptest::prelude::*;
+use sluice_engine::disk::WriteMode;
 use sluice_engine::sim::{CrashMode, SimDisk};
 use sluice_engine::{Batch, EngineError, Log, LogConfig, Offset, Timestamp};
 
@@ -60,6 +61,16 @@ fn recycling_config() -> LogConfig {
     LogConfig {
         recycle_segments_max: 3,
         ..config()
+    }
+}
+
+/// The node WAL's way: recycled files written with `WriteMode::Direct`,
+/// whose appends wait in memory and reach the disk in whole-block
+/// write-outs that rewrite the partial last block.
+fn direct_config() -> LogConfig {
+    LogConfig {
+        write_mode: WriteMode::Direct,
+        ..recycling_config()
     }
 }
 
@@ -308,6 +319,12 @@ fn recycled_segments_keep_every_durable_offset_at_every_crash() {
     crash_before_every_disk_operation(&recycling_workload(), &recycling_config());
 }
 
+#[test]
+fn direct_writes_keep_every_durable_offset_at_every_crash() {
+    crash_before_every_disk_operation(&workload(), &direct_config());
+    crash_before_every_disk_operation(&recycling_workload(), &direct_config());
+}
+
 /// The recycling workload does recycle: spares are made, then taken, and
 /// the log reads back exactly what it was given.
 #[test]
@@ -363,14 +380,19 @@ proptest! {
         mode in arb_mode(),
         seed in any::<u64>(),
         recycle in any::<bool>(),
+        direct in any::<bool>(),
     ) {
         let disk = SimDisk::new();
         disk.crash_at_op(crash_at, mode, seed);
         let mut model = Model::default();
-        let config = if recycle { recycling_config() } else { config() };
+        let config = match (recycle, direct) {
+            (_, true) => direct_config(),
+            (true, false) => recycling_config(),
+            (false, false) => config(),
+        };
         run(&disk, &ops, &mut model, &config);
         let image = disk.crash_image().unwrap_or_else(|| disk.crash(mode, seed));
-        check(&image, &model, &config, &format!("crash at op {crash_at}, {mode:?}, seed {seed}, recycle {recycle}"));
+        check(&image, &model, &config, &format!("crash at op {crash_at}, {mode:?}, seed {seed}, recycle {recycle}, direct {direct}"));
     }
 }
 
