@@ -211,15 +211,9 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>>;
     /// `create_new` for a segment data file, written as `mode` says.
-    fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
-        let _ = mode;
-        self.create_new(path)
-    }
+    fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>>;
     /// `open` for a segment data file, written as `mode` says.
-    fn open_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {
-        let _ = mode;
-        self.open(path)
-    }
+    fn open_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to`.
@@ -347,17 +341,11 @@ impl Disk for FileDisk {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(Arc::new(RealFile { file }))
+        self.create_new_with(path, WriteMode::Buffered)
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(RealFile { file }))
+        self.open_with(path, WriteMode::Buffered)
     }
 
     fn create_new_with(&self, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn DiskFile>> {

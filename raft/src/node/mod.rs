@@ -82,6 +82,7 @@ pub fn wal_config_default() -> LogConfig {
         ..LogConfig::default()
     }
 }
+
 /// The request id that registers the data groups: the same on every node
 /// and every start, so the meta group applies it once.
 const REGISTER_GROUPS_REQUEST: RequestId = RequestId(1);
