@@ -28,6 +28,32 @@ use crate::record::{MessageId, Offset, Record, Timestamp};
 /// shootdown) for every read of the tail.
 const MAP_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Bytes a reader copies at a time from the newest, in-memory part of an
+/// active segment (`Segment::tail_window`); a larger batch is read whole.
+const TAIL_READ_BYTES: u64 = 256 * 1024;
+
+/// Bytes of a segment from position `from`.
+#[derive(Clone)]
+struct Window {
+    bytes: Bytes,
+    from: u64,
+}
+
+impl Window {
+    /// Whether these bytes hold the whole batch that starts at `pos`, as
+    /// far as its (CRC-checked) header says.
+    fn holds_batch_at(&self, pos: u64) -> bool {
+        let Some(at) = pos.checked_sub(self.from) else {
+            return false;
+        };
+        let rest = usize::try_from(at)
+            .ok()
+            .and_then(|at| self.bytes.get(at..))
+            .unwrap_or_default();
+        BatchHeader::decode(rest).is_ok_and(|h| h.total_len() <= rest.len() as u64)
+    }
+}
+
 /// The four file names of a segment.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentPaths {
@@ -413,14 +439,21 @@ impl Segment {
 
     /// The segment's bytes `[0, len)` as zero-copy `Bytes`.
     pub fn view(&self, disk: &dyn Disk) -> Result<Bytes, EngineError> {
+        self.view_to(disk, self.len)
+    }
+
+    /// The segment's bytes `[0, len)` (`len` ≤ `self.len`) as zero-copy
+    /// `Bytes`.
+    fn view_to(&self, disk: &dyn Disk, len: u64) -> Result<Bytes, EngineError> {
+        debug_assert!(len <= self.len);
         let mut slot = self.mapping.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = slot.as_ref() {
-            if m.len() >= self.len {
-                return Ok(m.to_bytes().slice(..self.len as usize));
+            if m.len() >= len {
+                return Ok(m.to_bytes().slice(..len as usize));
             }
             // The file holds `[0, self.len)`: every byte below `len` was
             // written before `len` moved past it.
-            if let Some(grown) = m.grown_to(self.len) {
+            if let Some(grown) = m.grown_to(len) {
                 let bytes = grown.to_bytes();
                 *slot = Some(grown);
                 return Ok(bytes);
@@ -429,8 +462,8 @@ impl Segment {
         let mapping = match &self.writer {
             // The active segment grows; reserve room so that a reader
             // following its tail maps it once per `MAP_RESERVE_BYTES`.
-            Some(w) => w.map_growable(self.len, self.len + MAP_RESERVE_BYTES),
-            None => disk.open(&self.paths.log).and_then(|f| f.map(self.len)),
+            Some(w) => w.map_growable(len, len + MAP_RESERVE_BYTES),
+            None => disk.open(&self.paths.log).and_then(|f| f.map(len)),
         }
         .map_err(|e| EngineError::io(&self.paths.log, e))?;
         let bytes = mapping.to_bytes();
@@ -502,19 +535,23 @@ impl Segment {
     /// `expected`; the records section is returned as a zero-copy slice.
     fn batch_at(
         &self,
-        view: &Bytes,
+        bytes: &Window,
         pos: u64,
         expected: Offset,
     ) -> Result<(BatchHeader, Bytes), EngineError> {
         let corrupt =
             |reason: String| EngineError::corrupted(&self.paths.log, expected, pos, reason);
+        let view = &bytes.bytes;
+        let at = pos
+            .checked_sub(bytes.from)
+            .ok_or_else(|| corrupt("batch before the bytes read".into()))?;
         let header = if pos < self.verified_len.load(Ordering::Acquire) {
             // Verified before: the header CRC is still checked (it is cheap
             // and guards the lengths used below), the records CRC is not.
-            BatchHeader::decode(view.get(pos as usize..).unwrap_or_default())
+            BatchHeader::decode(view.get(at as usize..).unwrap_or_default())
                 .map_err(|e| corrupt(e.0))?
         } else {
-            let h = verify_batch_at(view, pos).map_err(corrupt)?;
+            let h = verify_batch_at(view, at).map_err(corrupt)?;
             // Advance the watermark only over a contiguous verified prefix.
             let _ = self.verified_len.compare_exchange(
                 pos,
@@ -530,12 +567,52 @@ impl Segment {
                 header.base_offset
             )));
         }
-        let start = pos as usize + BATCH_HEADER_BYTES;
+        let start = at as usize + BATCH_HEADER_BYTES;
         let end = start + header.records_len as usize;
         if end > view.len() {
             return Err(corrupt("batch runs past the end of the segment".into()));
         }
         Ok((header, view.slice(start..end)))
+    }
+
+    /// Bytes of the active segment from `pos`, a batch's start at or past
+    /// `memory_from` (where the writer's newest bytes are held in memory),
+    /// covering at least that whole batch: read (copied) from the writer,
+    /// so that a reader of the tail neither maps nor waits for the device.
+    /// Reuses `held` when it already covers the batch.
+    fn tail_window(
+        &self,
+        writer: &dyn DiskFile,
+        held: &mut Option<Window>,
+        pos: u64,
+        expected: Offset,
+    ) -> Result<Window, EngineError> {
+        let corrupt =
+            |reason: String| EngineError::corrupted(&self.paths.log, expected, pos, reason);
+        let io = |e| EngineError::io(&self.paths.log, e);
+        let remaining = self.len - pos;
+        if let Some(w) = held.as_ref().filter(|w| w.holds_batch_at(pos)) {
+            return Ok(w.clone());
+        }
+        let mut len = remaining.min(TAIL_READ_BYTES);
+        let mut buf = vec![0u8; len as usize];
+        writer.read_exact_at(&mut buf, pos).map_err(io)?;
+        let header = BatchHeader::decode(&buf).map_err(|e| corrupt(e.0))?;
+        if header.total_len() > remaining {
+            return Err(corrupt("batch runs past the end of the segment".into()));
+        }
+        if header.total_len() > len {
+            // A batch larger than one read: read it whole.
+            len = header.total_len();
+            buf = vec![0u8; len as usize];
+            writer.read_exact_at(&mut buf, pos).map_err(io)?;
+        }
+        let window = Window {
+            bytes: Bytes::from(buf),
+            from: pos,
+        };
+        *held = Some(window.clone());
+        Ok(window)
     }
 
     /// Calls `f` with each batch from `start` to the end of the segment,
@@ -546,11 +623,40 @@ impl Segment {
         start: ScanStart,
         mut f: impl FnMut(&BatchHeader, &Bytes) -> Result<ControlFlow<()>, EngineError>,
     ) -> Result<(), EngineError> {
-        let view = self.view(disk)?;
+        // Bytes the writer holds in memory are read from it; only what
+        // precedes them is mapped.
+        let writer = self.writer.as_deref();
+        let memory_from = writer
+            .and_then(|w| w.memory_from())
+            .map_or(self.len, |p| p.min(self.len));
+        let mut mapped: Option<Window> = None;
+        let mut held: Option<Window> = None;
         let mut pos = start.position;
         let mut expected = self.base.plus(u64::from(start.relative_offset));
         while pos < self.len {
-            let (header, records) = self.batch_at(&view, pos, expected)?;
+            let window = match &mapped {
+                _ if pos >= memory_from => None,
+                Some(m) => Some(m.clone()),
+                None => Some(
+                    mapped
+                        .insert(Window {
+                            bytes: self.view_to(disk, memory_from)?,
+                            from: 0,
+                        })
+                        .clone(),
+                ),
+            };
+            let window = match (window, writer) {
+                // A batch that runs past the mapped bytes (in memory, or
+                // written since) is read from the writer.
+                (Some(m), Some(w)) if memory_from < self.len && !m.holds_batch_at(pos) => {
+                    self.tail_window(w, &mut held, pos, expected)?
+                }
+                (Some(m), _) => m,
+                (None, Some(w)) => self.tail_window(w, &mut held, pos, expected)?,
+                (None, None) => unreachable!("memory_from < len only with a writer"),
+            };
+            let (header, records) = self.batch_at(&window, pos, expected)?;
             if f(&header, &records)?.is_break() {
                 break;
             }

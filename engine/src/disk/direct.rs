@@ -32,6 +32,12 @@
 //! check this module's fsync discipline: a sync must write out before it
 //! fsyncs.
 //!
+//! Reads of bytes still held in memory (the pending ones, and the head of
+//! the block they start in) are copied from the tail, without a write-out
+//! and without waiting for one in progress: a reader following a log's
+//! tail never reaches the device. `DiskFile::memory_from` tells a reader
+//! where those bytes begin, so that it maps only what precedes them.
+//!
 //! Failure: a failed write-out is sticky: every later write, read, map or
 //! sync of the file fails, so the log's flush poisons it (as a failed
 //! `fdatasync` does). A file system that refuses the alignment (`EINVAL`)
@@ -41,6 +47,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{DiskFile, Mapping, RealFile};
@@ -170,6 +177,8 @@ pub(crate) struct DirectFile {
     direct: Option<File>,
     out: Mutex<Out>,
     tail: Mutex<Tail>,
+    /// `out.failed.is_some()`, readable without waiting for a write-out.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for DirectFile {
@@ -208,6 +217,7 @@ impl DirectFile {
                 buffered: false,
             }),
             tail: Mutex::new(Tail::default()),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -253,6 +263,7 @@ impl DirectFile {
         out.spare = buf;
         if let Err(e) = &result {
             out.failed = Some((e.kind(), e.to_string()));
+            self.failed.store(true, Ordering::Release);
         }
         result
     }
@@ -292,6 +303,24 @@ impl DirectFile {
         Ok(())
     }
 
+    /// Copies `[pos, pos + buf.len())` from the tail if it holds all of
+    /// it; returns whether it did.
+    fn read_from_tail(&self, buf: &mut [u8], pos: u64) -> bool {
+        let tail = lock(&self.tail);
+        let (Some(start), Some(end)) = (tail.start, tail.end()) else {
+            return false;
+        };
+        let Some(read_end) = pos.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        if pos < start || read_end > end {
+            return false;
+        }
+        let from = (pos - start) as usize;
+        buf.copy_from_slice(&tail.buf.as_slice()[from..from + buf.len()]);
+        true
+    }
+
     /// Writes out whatever of `[pos, pos + len)` is still pending.
     fn write_out_overlapping(&self, pos: u64, len: u64) -> io::Result<()> {
         let pending = {
@@ -316,8 +345,27 @@ impl DiskFile for DirectFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        if self.read_from_tail(buf, pos) {
+            if self.failed.load(Ordering::Acquire) {
+                return Self::check(&lock(&self.out));
+            }
+            return Ok(());
+        }
         self.write_out_overlapping(pos, buf.len() as u64)?;
         self.file.read_exact_at(buf, pos)
+    }
+
+    fn start_writeback(&self, _from: u64, _len: u64) -> io::Result<()> {
+        // The pending bytes are the only ones not yet on their way to the
+        // device; writing them out here, off the appender's path, keeps
+        // the write-outs of `PENDING_BYTES_MAX` (taken by an append) rare.
+        self.write_out()
+    }
+
+    fn memory_from(&self) -> Option<u64> {
+        let tail = lock(&self.tail);
+        let end = tail.end()?;
+        (tail.written < end).then_some(tail.written)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {

@@ -189,6 +189,13 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
         let _ = (from, len);
         Ok(())
     }
+    /// Where this file's newest bytes begin that are held only in memory
+    /// (`WriteMode::Direct`'s pending appends), if any: `read_exact_at`
+    /// copies them from memory, while a `map` reaching them first writes
+    /// them out. Always `None` for a buffered file.
+    fn memory_from(&self) -> Option<u64> {
+        None
+    }
     /// Maps the first `len` bytes (at most the file's length) read-only.
     fn map(&self, len: u64) -> io::Result<Mapping>;
     /// Maps the first `len` bytes read-only, reserving address space for
