@@ -201,6 +201,7 @@ impl DirectFile {
     /// The buffering and whole-block write-outs of a direct file over any
     /// file: what the simulated disk gives for `WriteMode::Direct`, so
     /// that its crashes test them too.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn simulated(file: Arc<dyn DiskFile>) -> io::Result<DirectFile> {
         DirectFile::over(file, None)
     }

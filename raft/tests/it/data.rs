@@ -22,7 +22,7 @@ fn open(disk: &SimDisk) -> DataMachine {
     let config = LogConfig {
         segment_bytes_max: 4096,
         index_interval_bytes: 256,
-        ..LogConfig::default()
+        ..sluice_raft::node::partition_log_config_default()
     };
     DataMachine::open(Arc::new(disk.clone()), DIR, GROUP, config).expect("open")
 }

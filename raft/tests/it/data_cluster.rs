@@ -52,7 +52,7 @@ fn machine(
     let log_config = LogConfig {
         segment_bytes_max: 4096,
         index_interval_bytes: 256,
-        ..LogConfig::default()
+        ..sluice_raft::node::partition_log_config_default()
     };
     let dir = format!("/node{node}/groups/{}", group.0);
     let machine = DataMachine::open(Arc::new(disk.clone()), &dir, group, log_config)?
