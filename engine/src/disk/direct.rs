@@ -60,6 +60,10 @@ pub(crate) const ALIGN_BYTES: usize = 4096;
 /// waiting for a sync: bounds the memory one file holds.
 pub(crate) const PENDING_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Pending bytes below which `start_writeback` leaves them in memory: a
+/// slow log's write-outs stay large (and its readers in memory longer).
+const WRITEBACK_BYTES_MIN: u64 = 1024 * 1024;
+
 /// A buffer whose first byte sits on an `ALIGN_BYTES` boundary, as
 /// `O_DIRECT` requires of the memory it writes from.
 #[derive(Default)]
@@ -360,6 +364,10 @@ impl DiskFile for DirectFile {
         // The pending bytes are the only ones not yet on their way to the
         // device; writing them out here, off the appender's path, keeps
         // the write-outs of `PENDING_BYTES_MAX` (taken by an append) rare.
+        // Fewer than `WRITEBACK_BYTES_MIN` wait for more.
+        if lock(&self.tail).pending_bytes() < WRITEBACK_BYTES_MIN {
+            return Ok(());
+        }
         self.write_out()
     }
 
@@ -611,6 +619,27 @@ mod tests {
         let on_disk = std::fs::read(&path).expect("read");
         assert_eq!(&on_disk[1000..6000], &bytes(5000, 2)[..]);
         assert_eq!(&on_disk[6000..], &bytes(10, 3)[..]);
+    }
+
+    #[test]
+    fn writeback_writes_out_only_a_megabyte_or_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = create(dir.path());
+        let path = dir.path().join("f");
+        let small = WRITEBACK_BYTES_MIN as usize - 1;
+        file.write_all_at(&bytes(small, 1), 0).expect("append");
+        file.start_writeback(0, small as u64).expect("writeback");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
+        assert_eq!(file.memory_from(), Some(0));
+        file.write_all_at(&bytes(1, 2), small as u64)
+            .expect("append");
+        file.start_writeback(0, small as u64 + 1)
+            .expect("writeback");
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            WRITEBACK_BYTES_MIN
+        );
+        assert_eq!(file.memory_from(), None);
     }
 
     #[test]
