@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sluice_engine::disk::WriteMode;
 use sluice_raft::meta::command::DATA_GROUPS_MAX;
 
 /// Default listener: loopback only, so a first start exposes nothing.
@@ -88,6 +89,9 @@ pub struct ServeArgs {
     /// Size (KiB) at which a partition log starts a new segment [default: 65536].
     #[arg(long, env = "SLUICE_SEGMENT_KIB")]
     pub segment_kib: Option<u64>,
+    /// How partition logs are written: `direct` (O_DIRECT; the newest bytes are read from memory, older ones from the disk) or `buffered` (through the page cache, which then also serves consumers reading a backlog) [default: direct].
+    #[arg(long, env = "SLUICE_PARTITION_WRITES", value_enum)]
+    pub partition_writes: Option<PartitionWrites>,
     /// Raft entries between checkpoints of a group (they flush partition logs and let the WAL shrink) [default: 10000].
     #[arg(long, env = "SLUICE_CHECKPOINT_ENTRIES")]
     pub checkpoint_entries: Option<u64>,
@@ -145,6 +149,29 @@ pub struct ServeArgs {
     pub token_new_users_per_issuer_per_minute: Option<u32>,
 }
 
+/// How partition logs are written (`--partition-writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionWrites {
+    /// `O_DIRECT` write-outs; readers of the newest bytes get them from
+    /// memory (engine `WriteMode::Direct`). Spares the page cache's new
+    /// pages, costly on the VM measured (docs/benchmarks.md).
+    Direct,
+    /// Through the page cache (engine `WriteMode::Buffered`), which then
+    /// also holds recent data for consumers reading a backlog.
+    Buffered,
+}
+
+impl PartitionWrites {
+    /// The engine's write mode for this choice.
+    pub fn write_mode(self) -> WriteMode {
+        match self {
+            PartitionWrites::Direct => WriteMode::Direct,
+            PartitionWrites::Buffered => WriteMode::Buffered,
+        }
+    }
+}
+
 /// The `--config` file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -162,6 +189,7 @@ struct FileSettings {
     read_cap: Option<usize>,
     disk_reserve_mb: Option<u64>,
     segment_kib: Option<u64>,
+    partition_writes: Option<PartitionWrites>,
     checkpoint_entries: Option<u64>,
     scrub_mib_per_s: Option<u64>,
     log_json: Option<bool>,
@@ -238,6 +266,8 @@ pub struct ServeConfig {
     pub disk_reserve_bytes: u64,
     /// Size at which a partition log starts a new segment.
     pub segment_bytes: u64,
+    /// How partition logs are written.
+    pub partition_writes: PartitionWrites,
     /// Raft entries between checkpoints of a group.
     pub checkpoint_entries: u64,
     /// Bytes per second the scrubber verifies (0: off).
@@ -443,6 +473,10 @@ impl ServeConfig {
             read_cap,
             disk_reserve_bytes: reserve_mb * 1024 * 1024,
             segment_bytes: segment_kib * 1024,
+            partition_writes: args
+                .partition_writes
+                .or(file.partition_writes)
+                .unwrap_or(PartitionWrites::Direct),
             checkpoint_entries,
             scrub_bytes_per_s: scrub_mib_per_s * 1024 * 1024,
             log_json: args.log_json || file.log_json.unwrap_or(false),
@@ -735,7 +769,7 @@ mod tests {
         let path = dir.path().join("sluice.toml");
         std::fs::write(
             &path,
-            "segment-kib = 4\ncheckpoint-entries = 10\nscrub-mib-per-s = 0\n",
+            "segment-kib = 4\ncheckpoint-entries = 10\nscrub-mib-per-s = 0\npartition-writes = \"buffered\"\n",
         )
         .expect("write");
         let c = ServeConfig::resolve(ServeArgs {
@@ -747,8 +781,10 @@ mod tests {
             (c.segment_bytes, c.checkpoint_entries, c.scrub_bytes_per_s),
             (4096, 10, 0)
         );
+        assert_eq!(c.partition_writes, PartitionWrites::Buffered);
         let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults");
         assert_eq!(defaults.segment_bytes, SEGMENT_KIB_DEFAULT * 1024);
+        assert_eq!(defaults.partition_writes, PartitionWrites::Direct);
         assert_eq!(
             defaults.scrub_bytes_per_s,
             SCRUB_MIB_PER_S_DEFAULT * 1024 * 1024

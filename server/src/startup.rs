@@ -102,6 +102,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let mut node_config = NodeConfig::new(config.node_id, addr, data_dir.clone(), secret);
     node_config.data_groups = config.groups;
     node_config.log_config.segment_bytes_max = config.segment_bytes;
+    node_config.log_config.write_mode = config.partition_writes.write_mode();
     node_config.checkpoint_entries = config.checkpoint_entries;
     let route_timeout_ms = node_config.route_timeout_ms;
     let node = Arc::new(Node::open(node_config, Arc::new(FileDisk)).await?);
