@@ -33,8 +33,9 @@
 //! fsyncs.
 //!
 //! Reads of bytes still held in memory (the pending ones, and the head of
-//! the block they start in) are copied from the tail, without a write-out
-//! and without waiting for one in progress: a reader following a log's
+//! the block they start in, and those of a write-out under way, whose
+//! buffer stays readable until its write returns) are copied from memory,
+//! without a write-out and without waiting for one in progress: a reader following a log's
 //! tail never reaches the device. `DiskFile::memory_from` tells a reader
 //! where those bytes begin, so that it maps only what precedes them.
 //!
@@ -110,13 +111,18 @@ impl AlignedBuf {
         self.len += bytes.len();
     }
 
-    /// The held bytes followed by zeros up to a whole number of blocks.
-    fn padded(&mut self) -> &[u8] {
+    /// Writes zeros after the held bytes up to a whole number of blocks
+    /// (`padded` returns them).
+    fn pad(&mut self) {
         let padded = align_up(self.len);
         self.reserve_total(padded);
         let (from, to) = (self.offset + self.len, self.offset + padded);
         self.storage[from..to].fill(0);
-        &self.storage[self.offset..to]
+    }
+
+    /// The held bytes and the zeros `pad` wrote after them.
+    fn padded(&self) -> &[u8] {
+        &self.storage[self.offset..self.offset + align_up(self.len)]
     }
 }
 
@@ -137,6 +143,19 @@ struct Tail {
     buf: AlignedBuf,
     /// Bytes below this position are in the file.
     written: u64,
+    /// The write-out under way: its bytes are not all in the file yet,
+    /// and readers copy them from here.
+    in_flight: Option<InFlight>,
+}
+
+/// A write-out under way (see `Tail::in_flight`).
+struct InFlight {
+    /// File position of `buf`'s first byte (block-aligned).
+    start: u64,
+    /// The first of its bytes that were pending (the rest of its first
+    /// block was in the file already).
+    pending_from: u64,
+    buf: Arc<AlignedBuf>,
 }
 
 impl Tail {
@@ -244,7 +263,7 @@ impl DirectFile {
 
     fn write_out_locked(&self, out: &mut Out) -> io::Result<()> {
         Self::check(out)?;
-        let (start, end, mut buf) = {
+        let (start, end, buf) = {
             let mut tail = lock(&self.tail);
             let (Some(start), Some(end)) = (tail.start, tail.end()) else {
                 return Ok(());
@@ -259,29 +278,35 @@ impl DirectFile {
             next.clear();
             let kept = (keep_from - start) as usize;
             next.extend_from_slice(&tail.buf.as_slice()[kept..]);
-            let buf = std::mem::replace(&mut tail.buf, next);
+            let mut buf = std::mem::replace(&mut tail.buf, next);
+            buf.pad();
+            let buf = Arc::new(buf);
+            tail.in_flight = Some(InFlight {
+                start,
+                pending_from: tail.written,
+                buf: Arc::clone(&buf),
+            });
             tail.start = Some(keep_from);
             tail.written = end;
             (start, end, buf)
         };
-        let result = self.write_at(out, &mut buf, start, end);
-        out.spare = buf;
+        let result = self.write_at(out, &buf, start, end);
         if let Err(e) = &result {
             out.failed = Some((e.kind(), e.to_string()));
             self.failed.store(true, Ordering::Release);
+        }
+        lock(&self.tail).in_flight = None;
+        // Readers copy from the buffer under the tail lock and never keep
+        // a handle, so this is its last one.
+        if let Ok(buf) = Arc::try_unwrap(buf) {
+            out.spare = buf;
         }
         result
     }
 
     /// Writes `buf` (the bytes of `[start, end)`) to the file and keeps
     /// the file's length where the contract puts it.
-    fn write_at(
-        &self,
-        out: &mut Out,
-        buf: &mut AlignedBuf,
-        start: u64,
-        end: u64,
-    ) -> io::Result<()> {
+    fn write_at(&self, out: &mut Out, buf: &AlignedBuf, start: u64, end: u64) -> io::Result<()> {
         if !out.buffered {
             let written = match &self.direct {
                 Some(direct) => direct.write_all_at(buf.padded(), start),
@@ -308,22 +333,54 @@ impl DirectFile {
         Ok(())
     }
 
-    /// Copies `[pos, pos + buf.len())` from the tail if it holds all of
-    /// it; returns whether it did.
-    fn read_from_tail(&self, buf: &mut [u8], pos: u64) -> bool {
-        let tail = lock(&self.tail);
-        let (Some(start), Some(end)) = (tail.start, tail.end()) else {
-            return false;
-        };
+    /// Copies `[pos, pos + buf.len())` from memory if the tail, or the
+    /// buffer of a write-out under way followed by the tail, holds all of
+    /// it; returns whether it did. (The two overlap by the block the
+    /// write-out ends in, which both hold.)
+    fn read_from_memory(&self, buf: &mut [u8], pos: u64) -> bool {
         let Some(read_end) = pos.checked_add(buf.len() as u64) else {
             return false;
         };
-        if pos < start || read_end > end {
+        let tail = lock(&self.tail);
+        let copy = |to: &mut [u8], from: &AlignedBuf, from_start: u64, at: u64| {
+            let i = (at - from_start) as usize;
+            to.copy_from_slice(&from.as_slice()[i..i + to.len()]);
+        };
+        let tail_range = tail.start.zip(tail.end());
+        if let Some((start, end)) = tail_range
+            && pos >= start
+            && read_end <= end
+        {
+            copy(buf, &tail.buf, start, pos);
+            return true;
+        }
+        let Some(InFlight {
+            start: f_start,
+            buf: f_buf,
+            ..
+        }) = &tail.in_flight
+        else {
+            return false;
+        };
+        let f_end = f_start + f_buf.len as u64;
+        if pos < *f_start {
             return false;
         }
-        let from = (pos - start) as usize;
-        buf.copy_from_slice(&tail.buf.as_slice()[from..from + buf.len()]);
-        true
+        if read_end <= f_end {
+            copy(buf, f_buf, *f_start, pos);
+            return true;
+        }
+        // The rest must come from the tail, which starts inside the
+        // write-out's last block.
+        match tail_range {
+            Some((start, end)) if start <= f_end && start > pos && read_end <= end => {
+                let (low, high) = buf.split_at_mut((start - pos) as usize);
+                copy(low, f_buf, *f_start, pos);
+                copy(high, &tail.buf, start, start);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Writes out whatever of `[pos, pos + len)` is still pending.
@@ -350,7 +407,7 @@ impl DiskFile for DirectFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        if self.read_from_tail(buf, pos) {
+        if self.read_from_memory(buf, pos) {
             if self.failed.load(Ordering::Acquire) {
                 return Self::check(&lock(&self.out));
             }
@@ -373,6 +430,9 @@ impl DiskFile for DirectFile {
 
     fn memory_from(&self) -> Option<u64> {
         let tail = lock(&self.tail);
+        if let Some(f) = &tail.in_flight {
+            return Some(f.pending_from);
+        }
         let end = tail.end()?;
         (tail.written < end).then_some(tail.written)
     }
@@ -596,6 +656,149 @@ mod tests {
             prop_assert_eq!(on_disk.len(), model.bytes.len());
             model.check(&on_disk, 0);
         }
+    }
+
+    /// A file whose writes wait, once armed, until the test lets them go:
+    /// holds a write-out under way.
+    #[derive(Debug)]
+    struct GatedFile {
+        inner: Arc<dyn DiskFile>,
+        armed: std::sync::atomic::AtomicBool,
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl DiskFile for GatedFile {
+        fn len_bytes(&self) -> io::Result<u64> {
+            self.inner.len_bytes()
+        }
+        fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+            self.inner.read_exact_at(buf, pos)
+        }
+        fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+            if self.armed.swap(false, Ordering::AcqRel) {
+                let _ = lock(&self.entered).send(());
+                let _ = lock(&self.release).recv();
+            }
+            self.inner.write_all_at(buf, pos)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.inner.sync_data()
+        }
+        fn map(&self, len: u64) -> io::Result<Mapping> {
+            self.inner.map(len)
+        }
+    }
+
+    /// Goal: a reader of the newest bytes does not wait for a write-out
+    /// under way. Method: a write-out is held inside its write while a
+    /// reader reads what it carries and what was appended after it.
+    #[test]
+    fn a_write_out_under_way_does_not_hold_up_readers_of_its_bytes() {
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = FileDisk.create_new(&dir.path().join("f")).expect("create");
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let gated = Arc::new(GatedFile {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(false),
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        let file =
+            Arc::new(DirectFile::simulated(Arc::clone(&gated) as Arc<dyn DiskFile>).expect("wrap"));
+        let first = bytes(10_000, 1);
+        file.write_all_at(&first, 0).expect("append");
+        gated.armed.store(true, Ordering::Release);
+        let syncing = {
+            let file = Arc::clone(&file);
+            std::thread::spawn(move || file.sync_data())
+        };
+        entered.recv().expect("the write-out started");
+        assert_eq!(file.memory_from(), Some(0));
+        let second = bytes(3_000, 2);
+        file.write_all_at(&second, 10_000)
+            .expect("append during the write-out");
+        // Read on another thread: a reader that waited for the write-out
+        // would never finish while it is held, and the test says so
+        // rather than hanging.
+        let (done_tx, done) = channel();
+        let reader = {
+            let file = Arc::clone(&file);
+            std::thread::spawn(move || {
+                let mut held = vec![0u8; 10_000];
+                let mut spanning = vec![0u8; 4_000];
+                let got = file
+                    .read_exact_at(&mut held, 0)
+                    .and_then(|()| file.read_exact_at(&mut spanning, 9_000));
+                let _ = done_tx.send(got.map(|()| (held, spanning)));
+            })
+        };
+        let got = done.recv_timeout(std::time::Duration::from_secs(60));
+        release.send(()).expect("release the write-out");
+        let (held, spanning) = got
+            .expect("the reader waited for the write-out")
+            .expect("read");
+        assert_eq!(held, first);
+        assert_eq!(&spanning[..1_000], &first[9_000..]);
+        assert_eq!(&spanning[1_000..], &second[..]);
+        syncing.join().expect("join").expect("sync");
+        reader.join().expect("join");
+        assert_eq!(file.memory_from(), Some(10_000));
+    }
+
+    /// Goal: readers racing appends and write-outs always read what was
+    /// appended. Method: one thread appends and writes out, another reads
+    /// random ranges of what is appended, and checks every byte.
+    #[test]
+    fn readers_racing_appends_and_write_outs_read_what_was_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = Arc::new(create(dir.path()));
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let byte_at = |p: u64| (p % 251) as u8;
+        let writer = {
+            let (file, appended) = (Arc::clone(&file), Arc::clone(&appended));
+            std::thread::spawn(move || {
+                let mut pos = 0u64;
+                for i in 0..2_000u64 {
+                    let n = 1 + (i * 7919) % 9_000;
+                    let buf: Vec<u8> = (pos..pos + n).map(byte_at).collect();
+                    file.write_all_at(&buf, pos).expect("append");
+                    pos += n;
+                    appended.store(pos, Ordering::Release);
+                    match i % 5 {
+                        0 => file.sync_data().expect("sync"),
+                        1 => file.start_writeback(0, pos).expect("writeback"),
+                        _ => {}
+                    }
+                }
+            })
+        };
+        let mut reads = 0u64;
+        let mut seed = 1u64;
+        while !writer.is_finished() || reads == 0 {
+            let end = appended.load(Ordering::Acquire);
+            if end == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 1 + (seed >> 33) % end.min(20_000);
+            let pos = end - len - (seed >> 20) % (end - len + 1);
+            let mut got = vec![0u8; len as usize];
+            file.read_exact_at(&mut got, pos).expect("read");
+            for (i, b) in got.iter().enumerate() {
+                assert_eq!(*b, byte_at(pos + i as u64), "byte at {}", pos + i as u64);
+            }
+            reads += 1;
+        }
+        writer.join().expect("writer");
     }
 
     #[test]
