@@ -412,7 +412,11 @@ fn with_mode(file: File, path: &Path, mode: WriteMode) -> io::Result<Arc<dyn Dis
         match direct::open_direct(path) {
             Ok(fd) => return Ok(Arc::new(direct::DirectFile::new(file, fd)?)),
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "O_DIRECT unavailable; writing through the page cache");
+                // Once per process: a node opens a file per partition.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(file = %path.display(), error = %e, "O_DIRECT unavailable; writing through the page cache (warned once)");
+                });
             }
         }
     }
