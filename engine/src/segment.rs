@@ -575,6 +575,23 @@ impl Segment {
         Ok((header, view.slice(start..end)))
     }
 
+    /// The segment's first `len` bytes as a window, mapped into `slot` on
+    /// first use (one read maps once).
+    fn mapped<'a>(
+        &self,
+        disk: &dyn Disk,
+        slot: &'a mut Option<Window>,
+        len: u64,
+    ) -> Result<&'a Window, EngineError> {
+        match slot {
+            Some(window) => Ok(window),
+            None => Ok(slot.insert(Window {
+                bytes: self.view_to(disk, len)?,
+                from: 0,
+            })),
+        }
+    }
+
     /// Bytes of the active segment from `pos`, a batch's start at or past
     /// `memory_from` (where the writer's newest bytes are held in memory),
     /// covering at least that whole batch: read (copied) from the writer,
@@ -625,36 +642,26 @@ impl Segment {
     ) -> Result<(), EngineError> {
         // Bytes the writer holds in memory are read from it; only what
         // precedes them is mapped.
-        let writer = self.writer.as_deref();
-        let memory_from = writer
-            .and_then(|w| w.memory_from())
-            .map_or(self.len, |p| p.min(self.len));
+        let in_memory = self
+            .writer
+            .as_deref()
+            .and_then(|w| Some((w, w.memory_from()?.min(self.len))));
+        let mapped_len = in_memory.map_or(self.len, |(_, from)| from);
         let mut mapped: Option<Window> = None;
         let mut held: Option<Window> = None;
         let mut pos = start.position;
         let mut expected = self.base.plus(u64::from(start.relative_offset));
         while pos < self.len {
-            let window = match &mapped {
-                _ if pos >= memory_from => None,
-                Some(m) => Some(m.clone()),
-                None => Some(
-                    mapped
-                        .insert(Window {
-                            bytes: self.view_to(disk, memory_from)?,
-                            from: 0,
-                        })
-                        .clone(),
-                ),
-            };
-            let window = match (window, writer) {
-                // A batch that runs past the mapped bytes (in memory, or
-                // written since) is read from the writer.
-                (Some(m), Some(w)) if memory_from < self.len && !m.holds_batch_at(pos) => {
+            let window = match in_memory {
+                // Past the mapped bytes, or a batch running past them (into
+                // memory, or written since): read from the writer.
+                Some((w, from))
+                    if pos >= from
+                        || !self.mapped(disk, &mut mapped, from)?.holds_batch_at(pos) =>
+                {
                     self.tail_window(w, &mut held, pos, expected)?
                 }
-                (Some(m), _) => m,
-                (None, Some(w)) => self.tail_window(w, &mut held, pos, expected)?,
-                (None, None) => unreachable!("memory_from < len only with a writer"),
+                _ => self.mapped(disk, &mut mapped, mapped_len)?.clone(),
             };
             let (header, records) = self.batch_at(&window, pos, expected)?;
             if f(&header, &records)?.is_break() {

@@ -17,8 +17,10 @@
 //! reads through that descriptor and its mappings see the new bytes.
 //!
 //! Invariants:
-//! - The file holds every byte below `Tail::written`; the tail buffer
-//!   holds `[Tail::start, Tail::end())`, and `[written, end)` is pending.
+//! - The file holds every byte below `Tail::written`, except those of a
+//!   write-out under way (`Tail::in_flight`), whose buffer holds them
+//!   until its write returns; the tail buffer holds `[Tail::start,
+//!   Tail::end())`, and `[written, end)` is pending.
 //! - Write-outs run one at a time (the `out` lock), oldest bytes first, so
 //!   a block written twice ends with its newer contents.
 //! - The file's length is what the `DiskFile` contract says (the furthest
@@ -32,12 +34,12 @@
 //! check this module's fsync discipline: a sync must write out before it
 //! fsyncs.
 //!
-//! Reads of bytes still held in memory (the pending ones, and the head of
-//! the block they start in, and those of a write-out under way, whose
-//! buffer stays readable until its write returns) are copied from memory,
-//! without a write-out and without waiting for one in progress: a reader following a log's
-//! tail never reaches the device. `DiskFile::memory_from` tells a reader
-//! where those bytes begin, so that it maps only what precedes them.
+//! Reads of bytes still held in memory (the pending ones, the head of the
+//! block they start in, and those of a write-out under way) are copied
+//! from memory, without a write-out and without waiting for one in
+//! progress: a reader following a log's tail never reaches the device.
+//! `DiskFile::memory_from` tells a reader where those bytes begin, so
+//! that it maps only what precedes them.
 //!
 //! Failure: a failed write-out is sticky: every later write, read, map or
 //! sync of the file fails, so the log's flush poisons it (as a failed
