@@ -10,8 +10,9 @@
 # 100 (default); `single`: v1 single-message POSTs, 256 connections.
 # `wal-only` puts the groups' partition logs on tmpfs, so that only the
 # node WAL writes to the disk. Each run measures 8 s after 2 s of warm-up
-# and prints throughput, latency, the device's write rate over the run and
-# the WAL's spare files at its end. Needs Linux (/proc/diskstats, /dev/shm).
+# and prints throughput, latency, the device's write rate over the run,
+# the server's CPU time per message and the WAL's spare files at its end.
+# Needs Linux (/proc/diskstats, /dev/shm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before="$1"
@@ -33,6 +34,11 @@ cleanup() {
   rm -rf "$disk_dir" "$shm_dir"
 }
 trap cleanup EXIT
+
+# cpu_ticks PID: the process's user + system CPU time, in clock ticks.
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
 
 sectors_written() {
   awk -v d="$device" '$3 == d { print $10 }' /proc/diskstats
@@ -60,13 +66,19 @@ for round in $(seq "$rounds"); do
     for _ in $(seq 100); do grep -q ready "$disk_dir/server.log" 2>/dev/null && break; sleep 0.1; done
     key=$(cat "$dir/default-app.key")
     w1=$(sectors_written)
+    c1=$(cpu_ticks "$server")
     out=$("$bench" load --target "http://127.0.0.1:$port" --key "$key" "${args[@]}" \
       --duration-s 8 --warmup-s 2 2>&1)
     w2=$(sectors_written)
+    c2=$(cpu_ticks "$server")
+    msgs=$(grep -E 'msg/s, ' <<<"$out" | tail -1 | awk '{ print $1 }')
+    # The server's CPU per message over the whole run (warm-up included),
+    # a steadier figure than throughput when the load shares the cores.
+    cpu_us=$(( (c2 - c1) * 1000000 / $(getconf CLK_TCK) / (msgs * 10 + 1) ))
     spares=$(find "$dir/wal" -name '*.spare' | wc -l)
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | spares $spares"
+    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | server CPU ${cpu_us} µs/msg | spares $spares"
   done
 done

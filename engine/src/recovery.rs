@@ -33,7 +33,9 @@
 //! a purge). Nor can they fake the proof that durable data was damaged:
 //! their `durable_offset` is below the start too. A rolled tail segment
 //! whose batches reach the next segment's base exactly ends there: what
-//! follows in its file is stale and is cut.
+//! follows in its file is stale and is cut. So is the zero padding a
+//! direct write-out leaves after the last segment's last batch (less than
+//! a block, up to a block boundary), without the torn-tail warning.
 //!
 //! Indexes are not read here: sealed segments load (or rebuild) them on
 //! first use, and the active segment's come from its scan.
@@ -42,6 +44,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogConfig;
+use crate::disk::direct::ALIGN_BYTES;
 use crate::disk::{self, Disk};
 use crate::error::EngineError;
 use crate::format::{BatchHeader, Seal};
@@ -286,6 +289,11 @@ fn recover_tail(
                 stale_tails.push((i, scan.valid_len));
                 None
             }
+            // The zeros a direct write-out padded its last block with.
+            (Some(_), None) if is_padding(mapping.as_slice(), scan.valid_len) => {
+                stale_tails.push((i, scan.valid_len));
+                None
+            }
             (Some(d), _) => Some((d.position, d.offset, d.reason.clone())),
             (None, Some(nb)) if scan.next > nb => {
                 return Err(EngineError::Gap {
@@ -374,6 +382,22 @@ fn recover_tail(
     Ok(())
 }
 
+/// Whether `bytes` from `valid_len` on are the zero padding of a direct
+/// write-out (`disk::direct`): fewer than a block, all zero, ending the
+/// file on a block boundary. A torn write past the last durable batch
+/// could look the same, and is cut the same way; only the warning differs.
+fn is_padding(bytes: &[u8], valid_len: u64) -> bool {
+    let Ok(from) = usize::try_from(valid_len) else {
+        return false;
+    };
+    let Some(rest) = bytes.get(from..) else {
+        return false;
+    };
+    rest.len() < ALIGN_BYTES
+        && bytes.len().is_multiple_of(ALIGN_BYTES)
+        && rest.iter().all(|b| *b == 0)
+}
+
 /// The position of a valid batch at or after `from` whose header says the
 /// log was durable past `damaged_offset` when it was written, if any.
 fn durable_batch_after(bytes: &[u8], from: u64, damaged_offset: Offset) -> Option<u64> {
@@ -394,6 +418,23 @@ fn durable_batch_after(bytes: &[u8], from: u64, damaged_offset: Offset) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_zeros_to_a_block_boundary_count_as_padding() {
+        let mut file = vec![7u8; 1000];
+        file.resize(ALIGN_BYTES, 0);
+        assert!(is_padding(&file, 1000));
+        assert!(
+            is_padding(&file, ALIGN_BYTES as u64),
+            "nothing after the end"
+        );
+        assert!(!is_padding(&file[..2000], 1000), "not on a block boundary");
+        file[3000] = 1;
+        assert!(!is_padding(&file, 1000), "a non-zero byte");
+        let long = vec![0u8; 2 * ALIGN_BYTES];
+        assert!(!is_padding(&long, 0), "a block or more");
+        assert!(!is_padding(&file, 5000), "past the end");
+    }
 
     #[test]
     fn names_parse_only_in_the_canonical_form() {

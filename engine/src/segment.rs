@@ -231,10 +231,7 @@ pub(crate) struct Segment {
     writeback_started: AtomicU64,
     /// Every mapping made of the file, to tell whether a view is alive.
     watches: Mutex<Vec<MappingWatch>>,
-    /// The file was a recycled segment's: past `len` it may hold stale
-    /// batches until `Log::roll` cuts it to `len`.
-    pub recycled: bool,
-    /// The `Log::trims` count at which the roll cut this recycled file:
+    /// The `Log::trims` count at which the roll cut this file's tail:
     /// it may be sealed once a flush has synced that cut.
     pub trim_change: Option<u64>,
 }
@@ -252,7 +249,7 @@ impl Segment {
         let writer = disk
             .create_new_with(&paths.log, mode)
             .map_err(|e| EngineError::io(&paths.log, e))?;
-        Ok(Segment::empty(base, paths, writer, false))
+        Ok(Segment::empty(base, paths, writer))
     }
 
     /// A new, empty active segment at `base` over a spare data file (a
@@ -271,15 +268,10 @@ impl Segment {
         let writer = disk
             .open_with(&paths.log, mode)
             .map_err(|e| EngineError::io(&paths.log, e))?;
-        Ok(Segment::empty(base, paths, writer, true))
+        Ok(Segment::empty(base, paths, writer))
     }
 
-    fn empty(
-        base: Offset,
-        paths: SegmentPaths,
-        writer: Arc<dyn DiskFile>,
-        recycled: bool,
-    ) -> Segment {
+    fn empty(base: Offset, paths: SegmentPaths, writer: Arc<dyn DiskFile>) -> Segment {
         let index = OnceLock::new();
         let _ = index.set(SegmentIndex::default());
         Segment {
@@ -299,7 +291,6 @@ impl Segment {
             verified_len: AtomicU64::new(0),
             writeback_started: AtomicU64::new(0),
             watches: Mutex::new(Vec::new()),
-            recycled,
             trim_change: None,
         }
     }
@@ -323,7 +314,6 @@ impl Segment {
             verified_len: AtomicU64::new(0),
             writeback_started: AtomicU64::new(0),
             watches: Mutex::new(Vec::new()),
-            recycled: false,
             trim_change: None,
         }
     }
@@ -357,7 +347,6 @@ impl Segment {
             verified_len: AtomicU64::new(scan.valid_len),
             writeback_started: AtomicU64::new(0),
             watches: Mutex::new(Vec::new()),
-            recycled: false,
             trim_change: None,
         }
     }

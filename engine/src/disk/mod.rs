@@ -170,7 +170,9 @@ impl fmt::Debug for Mapping {
 
 /// One open file.
 pub trait DiskFile: Send + Sync + fmt::Debug {
-    /// Current length of the file.
+    /// Current length of the file. A `WriteMode::Direct` file's may run
+    /// past its furthest write to the end of that write's block (zero
+    /// padding) until `set_len` cuts it.
     fn len_bytes(&self) -> io::Result<u64>;
     /// Reads exactly `buf.len()` bytes at `pos`.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;

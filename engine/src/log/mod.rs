@@ -402,27 +402,26 @@ impl Log {
         Ok(())
     }
 
-    /// Cuts the active segment's file to its length if it is a recycled
-    /// one, before it is rolled: stale bytes past the end would make its
-    /// seal disagree with the file. Durable with the next flush, which
-    /// seals it only then.
-    fn trim_recycled_active(&mut self) -> Result<(), EngineError> {
+    /// Cuts the active segment's file to its length before it is rolled,
+    /// if the file runs past it (a recycled file's stale bytes, a direct
+    /// file's padding): bytes past the end would make its seal disagree
+    /// with the file. Durable with the next flush, which seals it only
+    /// then.
+    fn trim_active(&mut self) -> Result<(), EngineError> {
         let trims = self.trims + 1;
         let active = self.active_mut();
-        if !active.recycled {
-            return Ok(());
-        }
         let Some(writer) = active.writer().cloned() else {
             unreachable!("the active segment has a writer");
         };
         let io = |e| EngineError::io(&active.paths.log, e);
-        if writer.len_bytes().map_err(io)? > active.len {
+        // Bytes still in memory would be padded when written out, after
+        // this check: `set_len` writes them out first.
+        if writer.len_bytes().map_err(io)? > active.len || writer.memory_from().is_some() {
             // No mapping is readable past `len`, so none loses a byte.
             writer.set_len(active.len).map_err(io)?;
             active.trim_change = Some(trims);
             self.trims = trims;
         }
-        self.active_mut().recycled = false;
         Ok(())
     }
 
@@ -463,7 +462,7 @@ impl Log {
             return Ok(());
         }
         let next = active.next;
-        self.trim_recycled_active()?;
+        self.trim_active()?;
         self.push_segment(next)
     }
 
