@@ -74,7 +74,8 @@ for round in $(seq "$rounds"); do
     msgs=$(grep -E 'msg/s, ' <<<"$out" | tail -1 | awk '{ print $1 }')
     # The server's CPU per message over the whole run (warm-up included),
     # a steadier figure than throughput when the load shares the cores.
-    cpu_us=$(( (c2 - c1) * 1000000 / $(getconf CLK_TCK) / (msgs * 10 + 1) ))
+    cpu_us=$(awk -v t=$((c2 - c1)) -v hz="$(getconf CLK_TCK)" -v m="$msgs" \
+      'BEGIN { printf "%.1f", t * 1000000 / hz / (m * 10 + 1) }')
     spares=$(find "$dir/wal" -name '*.spare' | wc -l)
     kill "$server"
     wait "$server" 2>/dev/null || true
