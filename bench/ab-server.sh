@@ -11,7 +11,9 @@
 # `wal-only` puts the groups' partition logs on tmpfs, so that only the
 # node WAL writes to the disk. Each run measures 8 s after 2 s of warm-up
 # and prints throughput, latency, the device's write rate over the run,
-# the server's CPU time per message and the WAL's spare files at its end.
+# the server's CPU time per message, the WAL's spare files at its end,
+# and the CPU time the hypervisor stole over the run (% of one CPU; on a
+# shared VM, the runs that lose the most are the ones it steals from).
 # Needs Linux (/proc/diskstats, /dev/shm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,11 @@ trap cleanup EXIT
 # cpu_ticks PID: the process's user + system CPU time, in clock ticks.
 cpu_ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# steal_ticks: CPU time the hypervisor gave to others, over all CPUs.
+steal_ticks() {
+  awk '$1 == "cpu" { print $9 }' /proc/stat
 }
 
 sectors_written() {
@@ -67,10 +74,12 @@ for round in $(seq "$rounds"); do
     key=$(cat "$dir/default-app.key")
     w1=$(sectors_written)
     c1=$(cpu_ticks "$server")
+    s1=$(steal_ticks)
     out=$("$bench" load --target "http://127.0.0.1:$port" --key "$key" "${args[@]}" \
       --duration-s 8 --warmup-s 2 2>&1)
     w2=$(sectors_written)
     c2=$(cpu_ticks "$server")
+    s2=$(steal_ticks)
     msgs=$(grep -E 'msg/s, ' <<<"$out" | tail -1 | awk '{ print $1 }')
     # The server's CPU per message over the whole run (warm-up included),
     # a steadier figure than throughput when the load shares the cores.
@@ -80,6 +89,6 @@ for round in $(seq "$rounds"); do
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | server CPU ${cpu_us} µs/msg | spares $spares"
+    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | server CPU ${cpu_us} µs/msg | spares $spares | steal $(( (s2 - s1) * 100 / $(getconf CLK_TCK) / 10 )) %"
   done
 done

@@ -9,6 +9,7 @@
 use crate::error::EngineError;
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, RECORD_FIXED_BYTES};
 use crate::limits;
+use crate::pool::Pool;
 use crate::record::{MessageId, NewRecord, Offset, Timestamp};
 
 /// An encoded batch of one or more records, ready to append.
@@ -24,6 +25,20 @@ pub struct Batch {
     records_crc: crc32fast::Hasher,
 }
 
+/// Buffers of dropped batches (`crate::pool` says why): every append of
+/// a large batch would otherwise encode into memory the allocator had
+/// just handed back to the kernel.
+static POOL: Pool<Vec<u8>> = Pool::new(POOLED_BYTES_MIN);
+
+/// Smaller batches are left to the allocator, which serves them well.
+const POOLED_BYTES_MIN: usize = 64 * 1024;
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        POOL.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
 impl Default for Batch {
     fn default() -> Self {
         Batch::new()
@@ -36,9 +51,11 @@ impl Batch {
         Batch::with_capacity(0)
     }
 
-    /// An empty batch with room for `bytes` of records.
+    /// An empty batch with room for `bytes` of records (a large one from
+    /// `POOL`, warm).
     pub fn with_capacity(bytes: usize) -> Batch {
-        let mut buf = Vec::with_capacity(BATCH_HEADER_BYTES + bytes);
+        let want = BATCH_HEADER_BYTES + bytes;
+        let mut buf = POOL.take(want).unwrap_or_else(|| Vec::with_capacity(want));
         buf.resize(BATCH_HEADER_BYTES, 0);
         Batch {
             buf,

@@ -42,6 +42,7 @@ pub mod format;
 mod index;
 pub mod limits;
 mod log;
+mod pool;
 pub mod record;
 mod recovery;
 mod segment;

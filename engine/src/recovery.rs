@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogConfig;
-use crate::disk::direct::ALIGN_BYTES;
+use crate::disk::aligned::ALIGN_BYTES;
 use crate::disk::{self, Disk};
 use crate::error::EngineError;
 use crate::format::{BatchHeader, Seal};

@@ -59,11 +59,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::aligned::{self, ALIGN_BYTES, AlignedBuf, align_up};
 use super::{DiskFile, Mapping, RealFile};
-
-/// Block size every direct write is aligned to: the largest logical block
-/// size of the devices this runs on (4 KiB; 512-byte devices accept it).
-pub(crate) const ALIGN_BYTES: usize = 4096;
 
 /// Pending bytes past which an append writes the tail out at once, without
 /// waiting for a sync: bounds the memory one file holds.
@@ -72,71 +69,6 @@ pub(crate) const PENDING_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Pending bytes below which `start_writeback` leaves them in memory: a
 /// slow log's write-outs stay large (and its readers in memory longer).
 const WRITEBACK_BYTES_MIN: u64 = 1024 * 1024;
-
-/// A buffer whose first byte sits on an `ALIGN_BYTES` boundary, as
-/// `O_DIRECT` requires of the memory it writes from.
-#[derive(Default)]
-struct AlignedBuf {
-    storage: Vec<u8>,
-    /// Index in `storage` of the first aligned byte.
-    offset: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn as_slice(&self) -> &[u8] {
-        &self.storage[self.offset..self.offset + self.len]
-    }
-
-    /// Bytes the buffer can hold from its aligned start.
-    fn capacity(&self) -> usize {
-        self.storage.len().saturating_sub(self.offset)
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Makes room for `len` bytes, rounded up to whole blocks (a write-out
-    /// pads to one), keeping what is held.
-    fn reserve_total(&mut self, len: usize) {
-        let want = align_up(len.max(ALIGN_BYTES));
-        if self.capacity() >= want {
-            return;
-        }
-        let want = want.max(self.capacity() * 2);
-        let mut storage = vec![0u8; want + ALIGN_BYTES];
-        let offset = storage.as_ptr().align_offset(ALIGN_BYTES);
-        storage[offset..offset + self.len].copy_from_slice(self.as_slice());
-        self.storage = storage;
-        self.offset = offset;
-    }
-
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.reserve_total(self.len + bytes.len());
-        let at = self.offset + self.len;
-        self.storage[at..at + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    /// Writes zeros after the held bytes up to a whole number of blocks
-    /// (`padded` returns them).
-    fn pad(&mut self) {
-        let padded = align_up(self.len);
-        self.reserve_total(padded);
-        let (from, to) = (self.offset + self.len, self.offset + padded);
-        self.storage[from..to].fill(0);
-    }
-
-    /// The held bytes and the zeros `pad` wrote after them.
-    fn padded(&self) -> &[u8] {
-        &self.storage[self.offset..self.offset + align_up(self.len)]
-    }
-}
-
-fn align_up(n: usize) -> usize {
-    n.div_ceil(ALIGN_BYTES) * ALIGN_BYTES
-}
 
 fn align_down(pos: u64) -> u64 {
     pos - pos % ALIGN_BYTES as u64
@@ -512,6 +444,11 @@ impl Drop for DirectFile {
         if let Err(e) = self.write_out() {
             tracing::warn!(error = %e, "could not write out a direct file's last appends");
         }
+        // For the next file that grows (the pool's module docs say why).
+        let out = self.out.get_mut().unwrap_or_else(|p| p.into_inner());
+        aligned::give_back(std::mem::take(&mut out.spare));
+        let tail = self.tail.get_mut().unwrap_or_else(|p| p.into_inner());
+        aligned::give_back(std::mem::take(&mut tail.buf));
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
+pub(crate) mod aligned;
 pub(crate) mod direct;
 
 /// How a log's segment data files are written (`LogConfig::write_mode`).
