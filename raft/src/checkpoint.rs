@@ -27,14 +27,16 @@ pub const CHECKPOINT_BODY_BYTES_MAX: u64 = 1 << 30;
 
 /// Writes `body` as the checkpoint at `path`, durably (see the module docs).
 pub fn write(disk: &dyn Disk, path: &Path, body: &[u8]) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
+    // The header and the body are written apart, not joined: a data
+    // group's body is megabytes when its request window is full.
+    let mut bytes = Vec::with_capacity(HEADER_BYTES);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
     bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
     let header_crc = crc32fast::hash(&bytes[..20]);
     bytes.extend_from_slice(&header_crc.to_le_bytes());
-    bytes.extend_from_slice(body);
+    debug_assert_eq!(bytes.len(), HEADER_BYTES);
     let tmp = path.with_extension("tmp");
     match disk.remove_file(&tmp) {
         Ok(()) => {}
@@ -43,6 +45,7 @@ pub fn write(disk: &dyn Disk, path: &Path, body: &[u8]) -> io::Result<()> {
     }
     let file = disk.create_new(&tmp)?;
     file.write_all_at(&bytes, 0)?;
+    file.write_all_at(body, HEADER_BYTES as u64)?;
     file.sync_data()?;
     disk.rename(&tmp, path)?;
     let dir = path.parent().unwrap_or(Path::new("."));

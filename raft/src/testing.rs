@@ -6,7 +6,7 @@
 //!   the cluster tests and the measurements in `examples/`.
 
 use std::collections::BTreeMap;
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use crate::data::snapshot::{PinnedSegments, SegmentFetcher};
@@ -17,6 +17,7 @@ use crate::glue::{
 use crate::ids::GroupId;
 use crate::transport::rpc::ClusterSecret;
 use crate::wal::Wal;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
@@ -67,7 +68,7 @@ impl TestStateMachine {
 }
 
 impl RaftSnapshotBuilder<C> for TestStateMachine {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotBytes;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Self::SnapshotData>, io::Error> {
         let mut applied = self.lock();
@@ -79,13 +80,13 @@ impl RaftSnapshotBuilder<C> for TestStateMachine {
         applied.snapshot = Some((meta.clone(), data.clone()));
         Ok(SnapshotOf::<C, _> {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: Bytes::from(data),
         })
     }
 }
 
 impl RaftStateMachine<C> for TestStateMachine {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotBytes;
     type SnapshotBuilder = TestStateMachine;
 
     async fn applied_state(
@@ -136,7 +137,7 @@ impl RaftStateMachine<C> for TestStateMachine {
         let mut applied = self.lock();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        applied.snapshot = Some((meta.clone(), snapshot.into_inner()));
+        applied.snapshot = Some((meta.clone(), snapshot.to_vec()));
         Ok(())
     }
 
@@ -149,7 +150,7 @@ impl RaftStateMachine<C> for TestStateMachine {
             .clone()
             .map(|(meta, data)| SnapshotOf::<C, _> {
                 meta,
-                snapshot: Cursor::new(data),
+                snapshot: Bytes::from(data),
             }))
     }
 }

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
@@ -32,7 +33,10 @@ pub const WINDOW_REQUESTS_DEFAULT: usize = 200_000;
 #[serde(from = "Stored<R>", bound(deserialize = "R: Deserialize<'de>"))]
 pub struct RequestWindow<R> {
     /// The older generation: empty until the first turnover, then `half`.
-    older: Generation<R>,
+    /// Never changed once it is the older one, so shared: a checkpoint's
+    /// copy of the window (taken under the machine's read lock, while
+    /// apply waits) copies only the newer generation.
+    older: Arc<Generation<R>>,
     /// The newer generation: at most `half`.
     newer: Generation<R>,
     capacity: usize,
@@ -58,7 +62,7 @@ impl<R: Clone> RequestWindow<R> {
     /// An empty window remembering at most `capacity` (≥ 2) requests.
     pub fn new(capacity: usize) -> RequestWindow<R> {
         RequestWindow {
-            older: Generation::new(),
+            older: Arc::new(Generation::new()),
             newer: Generation::new(),
             capacity: capacity.max(2),
         }
@@ -87,10 +91,13 @@ impl<R: Clone> RequestWindow<R> {
             // The dropped generation's tables become the new one's: a map
             // grown from empty to `half` ids rehashed ~17 times and faulted
             // in fresh pages on the apply path each turnover.
-            let mut recycled = std::mem::replace(&mut self.older, Generation::new());
+            // (Unless a checkpoint's copy still holds it: then it is freed
+            // with that copy.)
+            let dropped = std::mem::replace(&mut self.older, Arc::new(Generation::new()));
+            let mut recycled = Arc::try_unwrap(dropped).unwrap_or_else(|_| Generation::new());
             recycled.replies.clear();
             recycled.order.clear();
-            self.older = std::mem::replace(&mut self.newer, recycled);
+            self.older = Arc::new(std::mem::replace(&mut self.newer, recycled));
         }
         self.newer.replies.insert(id, reply);
         self.newer.order.push(id);
@@ -134,8 +141,9 @@ impl<R> From<Stored<R>> for RequestWindow<R> {
         let order: Vec<RequestId> = order.into();
         let kept = &order[order.len().saturating_sub(2 * half)..];
         let older_len = if kept.len() > half { half } else { 0 };
+        let mut older = Generation::new();
         let mut window = RequestWindow {
-            older: Generation::new(),
+            older: Arc::new(Generation::new()),
             newer: Generation::new(),
             capacity,
         };
@@ -144,13 +152,14 @@ impl<R> From<Stored<R>> for RequestWindow<R> {
                 continue;
             };
             let generation = if i < older_len {
-                &mut window.older
+                &mut older
             } else {
                 &mut window.newer
             };
             generation.replies.insert(*id, reply);
             generation.order.push(*id);
         }
+        window.older = Arc::new(older);
         window
     }
 }
@@ -241,6 +250,26 @@ mod tests {
         assert_eq!(w.reply_of(RequestId(2)), None);
         assert_eq!(w.reply_of(RequestId(3)), Some(&"other"));
         assert_eq!(w.reply_of(RequestId(5)), Some(&"other"));
+    }
+
+    #[test]
+    fn a_copy_shares_the_older_generation_and_keeps_its_own_newer_one() {
+        let mut w = RequestWindow::new(4);
+        for id in 1..=3 {
+            w.remember(RequestId(id), id);
+        }
+        let copy = w.clone();
+        assert!(Arc::ptr_eq(&w.older, &copy.older), "not copied");
+        // Turnovers after the copy leave the copy as it was.
+        for id in 4..=8 {
+            w.remember(RequestId(id), id);
+        }
+        assert_eq!(copy.len(), 3);
+        assert_eq!(copy.reply_of(RequestId(1)), Some(&1));
+        assert_eq!(copy.reply_of(RequestId(3)), Some(&3));
+        assert_eq!(copy.reply_of(RequestId(4)), None);
+        assert_eq!(w.reply_of(RequestId(1)), None);
+        assert_eq!(w.reply_of(RequestId(8)), Some(&8));
     }
 
     #[test]

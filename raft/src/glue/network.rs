@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ use crate::transport::rpc::{
 type C = TypeConfig;
 
 /// Snapshot data as it travels: the manifest's bytes.
-pub type SnapshotBytes = Cursor<Vec<u8>>;
+pub type SnapshotBytes = Bytes;
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT_MS: u64 = 2_000;
@@ -191,7 +190,12 @@ impl RaftNetworkV2<C> for HttpPeer {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let request = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        // As bytes: the same encoding as the `Vec<u8>` the receiver decodes.
+        let request = (
+            vote,
+            snapshot.meta,
+            serde_bytes::Bytes::new(&snapshot.snapshot),
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = self.call("snapshot", &request, &option) => Ok(result?),
@@ -352,7 +356,7 @@ async fn handle<SM: RaftStateMachine<C, SnapshotData = SnapshotBytes>>(
             Ok((vote, meta, data)) => {
                 let snapshot = SnapshotOf::<C, SnapshotBytes> {
                     meta,
-                    snapshot: Cursor::new(data),
+                    snapshot: Bytes::from(data),
                 };
                 let result: Result<SnapshotResponse<C>, RaftError<C>> = raft
                     .install_full_snapshot(vote, snapshot)

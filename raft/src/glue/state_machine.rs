@@ -7,7 +7,8 @@
 //! to a snapshot, so the WAL always holds every entry after the last
 //! checkpoint, which a restart replays.
 
-use std::io::{self, Cursor};
+use bytes::Bytes;
+use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures_util::StreamExt;
@@ -17,6 +18,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 
 use crate::glue::codec;
+use crate::glue::network::SnapshotBytes;
 use crate::glue::{Reply, TypeConfig};
 
 type C = TypeConfig;
@@ -29,7 +31,7 @@ pub trait GroupMachine: Send + Sync + 'static {
     fn apply(&mut self, command: &[u8]) -> io::Result<Vec<u8>>;
     /// Makes everything applied durable together with `raft_state`, and
     /// returns the snapshot data describing it (under the write lock).
-    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>>;
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Bytes>;
     /// Captures a checkpoint of the state as applied now, under the read
     /// lock, for [`Prepared::write`] to write with no lock held (apply goes
     /// on) and [`GroupMachine::finish_checkpoint`] to record under the
@@ -41,7 +43,7 @@ pub trait GroupMachine: Send + Sync + 'static {
     }
     /// Records a checkpoint `prepare_checkpoint` captured and `write`
     /// wrote; returns the snapshot data describing it.
-    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Bytes> {
         let _ = prepared;
         Err(io::Error::other("this machine prepares no checkpoints"))
     }
@@ -67,7 +69,9 @@ pub struct Hosted<M> {
     machine: M,
     last_applied: Option<LogIdOf<C>>,
     membership: StoredMembershipOf<C>,
-    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+    /// Shared, not copied, by every reader of it: a checkpoint's data is
+    /// megabytes when the request window is full.
+    snapshot: Option<(SnapshotMetaOf<C>, Bytes)>,
 }
 
 impl<M> Hosted<M> {
@@ -155,7 +159,7 @@ fn encode_raft_state(meta: &SnapshotMetaOf<C>) -> io::Result<Vec<u8>> {
 }
 
 impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotBytes;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Self::SnapshotData>, io::Error> {
         let shared = Arc::clone(&self.shared);
@@ -197,13 +201,13 @@ impl<M: GroupMachine> RaftSnapshotBuilder<C> for StateMachine<M> {
         .map_err(io::Error::other)??;
         Ok(SnapshotOf::<C, _> {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: data,
         })
     }
 }
 
 impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotBytes;
     type SnapshotBuilder = StateMachine<M>;
 
     async fn applied_state(
@@ -255,7 +259,7 @@ impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let _one = checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
-            let data = snapshot.into_inner();
+            let data = snapshot;
             hosted.machine.install(encode_raft_state(&meta)?, &data)?;
             hosted.last_applied = meta.last_log_id;
             hosted.membership = meta.last_membership.clone();
@@ -275,7 +279,7 @@ impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
             .clone()
             .map(|(meta, data)| SnapshotOf::<C, _> {
                 meta,
-                snapshot: Cursor::new(data),
+                snapshot: data,
             }))
     }
 }

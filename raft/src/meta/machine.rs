@@ -5,6 +5,7 @@
 //! state) into one checkpoint file, and a snapshot is that file's body:
 //! installing one is writing it.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -387,7 +388,7 @@ impl MetaMachine {
         &self.state
     }
 
-    fn write_checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
+    fn write_checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Bytes> {
         let body = MetaCheckpoint {
             raft_state,
             state: self.state.clone(),
@@ -397,7 +398,7 @@ impl MetaMachine {
         let bytes = codec::encode(&body)?;
         checkpoint::write(self.disk.as_ref(), &self.path, &bytes)?;
         self.raft_state = body.raft_state;
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 }
 
@@ -410,7 +411,7 @@ impl GroupMachine for MetaMachine {
         Ok(codec::encode(&reply)?.to_vec())
     }
 
-    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Bytes> {
         self.write_checkpoint(raft_state)
     }
 

@@ -16,6 +16,7 @@
 //! leader. Timeouts are slower than openraft's defaults so idle groups cost
 //! little (`docs/benchmarks.md`, idle groups).
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
@@ -117,7 +118,7 @@ impl GroupMachine for NodeMachine {
         }
     }
 
-    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Bytes> {
         match self {
             NodeMachine::Meta(m) => GroupMachine::checkpoint(m, raft_state),
             NodeMachine::Data(m) => GroupMachine::checkpoint(m, raft_state),
@@ -131,7 +132,7 @@ impl GroupMachine for NodeMachine {
         }
     }
 
-    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Bytes> {
         match self {
             NodeMachine::Meta(m) => GroupMachine::finish_checkpoint(m, prepared),
             NodeMachine::Data(m) => GroupMachine::finish_checkpoint(m, prepared),

@@ -18,6 +18,7 @@
 //! On disk, in the group's directory: `checkpoint` (see `checkpoint.rs`)
 //! and one engine log directory per partition, `q{queue}-p{partition}`.
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -128,7 +129,11 @@ pub struct PreparedCheckpoint {
     /// How many of the machine's doomed directories predate the capture.
     doomed: usize,
     /// The encoded manifest once written, or why writing failed.
-    written: Option<Result<Vec<u8>, MachineError>>,
+    written: Option<Result<Bytes, MachineError>>,
+    /// The last checkpoint's size: this one's encoding starts with room
+    /// for about as much, instead of doubling its way there (each doubling
+    /// a copy into fresh memory).
+    size_hint_bytes: usize,
 }
 
 impl std::fmt::Debug for PreparedCheckpoint {
@@ -172,7 +177,7 @@ impl PreparedCheckpoint {
         self.written = Some(self.write_files());
     }
 
-    fn write_files(&self) -> Result<Vec<u8>, MachineError> {
+    fn write_files(&self) -> Result<Bytes, MachineError> {
         for (key, _, result) in &self.synced {
             if let Err(e) = result {
                 // The logs are not durable up to the captured ends: no
@@ -188,20 +193,28 @@ impl PreparedCheckpoint {
             path: path.clone(),
             source,
         };
-        let bytes = codec::encode(&self.body).map_err(io_err)?;
+        // Encoded once, written, then moved into the manifest: the body is
+        // megabytes when the request window is full, and every copy of it
+        // is fresh memory (docs/benchmarks.md, "Checkpoints without copies").
+        let bytes = codec::encode_vec_sized(&self.body, self.size_hint_bytes).map_err(io_err)?;
         checkpoint::write(self.disk.as_ref(), &path, &bytes).map_err(io_err)?;
         snapshot::pin(self.disk.as_ref(), &self.dir, self.body.seq, &self.files).map_err(io_err)?;
         let manifest = Manifest {
             pins: self.body.seq,
             source: self.source.clone(),
-            checkpoint: bytes.to_vec(),
+            checkpoint: bytes,
             segments: self
                 .files
                 .iter()
                 .map(|(k, segments)| (*k, segments.iter().map(|(r, _)| *r).collect()))
                 .collect(),
         };
-        Ok(codec::encode(&manifest).map_err(io_err)?.to_vec())
+        // The body, and a little for the segment list around it.
+        let segments: usize = manifest.segments.values().map(Vec::len).sum();
+        let manifest_bytes = manifest.checkpoint.len() + 1024 + 64 * segments;
+        Ok(Bytes::from(
+            codec::encode_vec_sized(&manifest, manifest_bytes).map_err(io_err)?,
+        ))
     }
 }
 
@@ -222,7 +235,7 @@ pub struct DataMachine {
     generations: BTreeMap<PartitionKey, u64>,
     seq: u64,
     /// The encoded manifest of the last checkpoint (the snapshot data).
-    last_checkpoint: Vec<u8>,
+    last_checkpoint: Bytes,
     doomed: Vec<PathBuf>,
     /// Expired segments taken out of their logs at the last checkpoint,
     /// deleted by the next one's write step (no lock held): unlinking and
@@ -286,7 +299,7 @@ impl DataMachine {
             raft_state: body.raft_state,
             generations: BTreeMap::new(),
             seq: body.seq,
-            last_checkpoint: Vec::new(),
+            last_checkpoint: Bytes::new(),
             doomed: Vec::new(),
             retired: std::sync::Mutex::new(Vec::new()),
             source: String::new(),
@@ -737,6 +750,7 @@ impl DataMachine {
             retired: std::mem::take(&mut *self.retired.lock().unwrap_or_else(|p| p.into_inner())),
             doomed: self.doomed.len(),
             written: None,
+            size_hint_bytes: self.last_checkpoint.len() + self.last_checkpoint.len() / 8,
         })
     }
 
@@ -911,7 +925,7 @@ impl GroupMachine for DataMachine {
         Ok(self.apply_bytes(command)?)
     }
 
-    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Vec<u8>> {
+    fn checkpoint(&mut self, raft_state: Vec<u8>) -> io::Result<Bytes> {
         DataMachine::checkpoint(self, raft_state, Timestamp::now())?;
         Ok(self.last_checkpoint.clone())
     }
@@ -922,7 +936,7 @@ impl GroupMachine for DataMachine {
         )?)))
     }
 
-    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Vec<u8>> {
+    fn finish_checkpoint(&mut self, prepared: Box<dyn Prepared>) -> io::Result<Bytes> {
         let prepared = prepared
             .into_any()
             .downcast::<PreparedCheckpoint>()
