@@ -11,7 +11,8 @@
 # `wal-only` puts the groups' partition logs on tmpfs, so that only the
 # node WAL writes to the disk. Each run measures 8 s after 2 s of warm-up
 # and prints throughput, latency, the device's write rate over the run,
-# the server's CPU time per message, the WAL's spare files at its end,
+# the server's CPU time per message, the WAL's spare files and the
+# server's peak resident memory at its end,
 # and the CPU time the hypervisor stole over the run (% of one CPU; on a
 # shared VM, the runs that lose the most are the ones it steals from).
 # Needs Linux (/proc/diskstats, /dev/shm).
@@ -86,9 +87,10 @@ for round in $(seq "$rounds"); do
     cpu_us=$(awk -v t=$((c2 - c1)) -v hz="$(getconf CLK_TCK)" -v m="$msgs" \
       'BEGIN { printf "%.1f", t * 1000000 / hz / (m * 10 + 1) }')
     spares=$(find "$dir/wal" -name '*.spare' | wc -l)
+    peak_rss_mb=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$server/status")
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | server CPU ${cpu_us} µs/msg | spares $spares | steal $(( (s2 - s1) * 100 / $(getconf CLK_TCK) / 10 )) %"
+    echo "round $round $side: $(grep -E 'msg/s, ' <<<"$out" | tail -1) |$(grep 'request latency' <<<"$out") | device $(( (w2 - w1) * 512 / 10 / 1000000 )) MB/s | server CPU ${cpu_us} µs/msg | spares $spares | peak RSS ${peak_rss_mb} MB | steal $(( (s2 - s1) * 100 / $(getconf CLK_TCK) / 10 )) %"
   done
 done
