@@ -9,7 +9,7 @@
 use crate::error::EngineError;
 use crate::format::{self, BATCH_HEADER_BYTES, BatchHeader, RECORD_FIXED_BYTES};
 use crate::limits;
-use crate::pool::Pool;
+use crate::pool::{POOLED_BYTES_MIN, Pool};
 use crate::record::{MessageId, NewRecord, Offset, Timestamp};
 
 /// An encoded batch of one or more records, ready to append.
@@ -29,9 +29,6 @@ pub struct Batch {
 /// a large batch would otherwise encode into memory the allocator had
 /// just handed back to the kernel.
 static POOL: Pool<Vec<u8>> = Pool::new(POOLED_BYTES_MIN);
-
-/// Smaller batches are left to the allocator, which serves them well.
-const POOLED_BYTES_MIN: usize = 64 * 1024;
 
 impl Drop for Batch {
     fn drop(&mut self) {

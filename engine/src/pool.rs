@@ -23,10 +23,13 @@ use std::sync::{Mutex, MutexGuard};
 /// Most buffers one pool keeps.
 const BUFFERS_MAX: usize = 16;
 /// Most bytes of capacity one pool keeps.
-pub(crate) const BYTES_MAX: usize = 64 * 1024 * 1024;
+const BYTES_MAX: usize = 64 * 1024 * 1024;
 /// A pooled buffer is handed out only up to this many times the capacity
 /// asked for.
-pub(crate) const TAKE_SLACK: usize = 64;
+const TAKE_SLACK: usize = 64;
+/// The engine's pools keep no smaller buffers: the allocator serves those
+/// well.
+pub(crate) const POOLED_BYTES_MIN: usize = 64 * 1024;
 
 /// What a pool can keep.
 pub(crate) trait Reusable {

@@ -5,7 +5,7 @@
 //! buffers; grown and dropped buffers go to a pool (`crate::pool`, which
 //! says why), so the next segment's buffer grows on pages already mapped.
 
-use crate::pool::{Pool, Reusable};
+use crate::pool::{POOLED_BYTES_MIN, Pool, Reusable};
 
 /// Block size every direct write is aligned to: the largest logical block
 /// size of the devices this runs on (4 KiB; 512-byte devices accept it).
@@ -13,9 +13,6 @@ pub(crate) const ALIGN_BYTES: usize = 4096;
 
 /// Buffers of dropped direct files, waiting for a file that grows.
 static POOL: Pool<AlignedBuf> = Pool::new(POOLED_BYTES_MIN);
-
-/// Smaller buffers are left to the allocator, which serves them well.
-const POOLED_BYTES_MIN: usize = 64 * 1024;
 
 /// A buffer whose first byte sits on an `ALIGN_BYTES` boundary, as
 /// `O_DIRECT` requires of the memory it writes from.

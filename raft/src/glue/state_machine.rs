@@ -259,11 +259,12 @@ impl<M: GroupMachine> RaftStateMachine<C> for StateMachine<M> {
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let _one = checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             let mut hosted = shared.write().unwrap_or_else(|p| p.into_inner());
-            let data = snapshot;
-            hosted.machine.install(encode_raft_state(&meta)?, &data)?;
+            hosted
+                .machine
+                .install(encode_raft_state(&meta)?, &snapshot)?;
             hosted.last_applied = meta.last_log_id;
             hosted.membership = meta.last_membership.clone();
-            hosted.snapshot = Some((meta, data));
+            hosted.snapshot = Some((meta, snapshot));
             Ok(())
         })
         .await
