@@ -11,15 +11,18 @@
 //! the cache. Then the handlers see the verified user in an internal
 //! header that is always removed from what clients send.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sluice_token::hawk::{self, HawkError};
 use sluice_token::{ids, token};
+use tower::{Layer, Service};
 
 use crate::http::{AppState, SentPath};
 use crate::v1::error::V1Error;
@@ -27,24 +30,108 @@ use crate::v1::error::V1Error;
 /// The internal header carrying a verified Hawk user's uid.
 pub const USER_HEADER: &str = "x-sluice-hawk-user";
 
-/// The route layer.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    request.headers_mut().remove(USER_HEADER);
-    let is_hawk = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().get(..5))
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "));
-    if !is_hawk {
-        return next.run(request).await;
+/// The route layer. Written out rather than `middleware::from_fn`, which
+/// boxes the inner service and the future of every request: here only a
+/// Hawk-signed request (whose check must await) is boxed, and the rest
+/// pass through as they are.
+#[derive(Clone)]
+pub struct HawkLayer {
+    state: AppState,
+}
+
+impl HawkLayer {
+    /// Checks against `state`'s token service and nonce cache.
+    pub fn new(state: AppState) -> HawkLayer {
+        HawkLayer { state }
     }
-    match verify(&state, request).await {
-        Ok(request) => next.run(request).await,
-        Err(e) => e.into_response(),
+}
+
+impl<S> Layer<S> for HawkLayer {
+    type Service = Hawk<S>;
+
+    fn layer(&self, inner: S) -> Hawk<S> {
+        Hawk {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// A route's service behind the Hawk check (see [`HawkLayer`]).
+#[derive(Clone)]
+pub struct Hawk<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Hawk<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Checked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        request.headers_mut().remove(USER_HEADER);
+        let is_hawk = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().get(..5))
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "));
+        if !is_hawk {
+            return Checked::Passed {
+                inner: self.inner.call(request),
+            };
+        }
+        // The service polled ready is the one that serves; a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Checked::Hawk {
+            future: Box::pin(async move {
+                match verify(&state, request).await {
+                    Ok(request) => match inner.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                    Err(e) => e.into_response(),
+                }
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response: the route's own future when the request
+    /// carries no Hawk header, else the check followed by the route.
+    // The macro takes no docs on variants' fields; the variants say it.
+    #[allow(missing_docs)]
+    #[project = CheckedProjection]
+    pub enum Checked<F> {
+        /// Not Hawk: the handler decides (a bearer key, or a 401).
+        Passed { #[pin] inner: F },
+        /// Hawk: verified first, then the route.
+        Hawk { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+    }
+}
+
+impl<F> Future for Checked<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckedProjection::Passed { inner } => inner.poll(cx),
+            CheckedProjection::Hawk { future } => future.as_mut().poll(cx).map(Ok),
+        }
     }
 }
 

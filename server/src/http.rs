@@ -94,20 +94,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::v1::router())
         .merge(crate::v2::router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::hawk_auth::authenticate,
-        ))
+        .route_layer(crate::hawk_auth::HawkLayer::new(state.clone()))
         .merge(crate::token::router())
         .merge(crate::admin::router())
         .route("/__heartbeat__", get(heartbeat))
         .route("/__lbheartbeat__", get(lb_heartbeat))
         .route("/__version__", get(version))
         .route("/metrics", get(crate::metrics::endpoint))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
+        .route_layer(crate::metrics::TrackLayer::new(Arc::clone(&state.metrics)))
         .fallback(not_found)
         .with_state(state)
         .merge(raft)
