@@ -22,7 +22,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_token::hawk::{self, HawkError};
 use sluice_token::{ids, token};
-use tower::{Layer, Service};
+use tower::Service;
+use tower::layer::{LayerFn, layer_fn};
 
 use crate::http::{AppState, SentPath};
 use crate::v1::error::V1Error;
@@ -30,34 +31,19 @@ use crate::v1::error::V1Error;
 /// The internal header carrying a verified Hawk user's uid.
 pub const USER_HEADER: &str = "x-sluice-hawk-user";
 
-/// The route layer. Written out rather than `middleware::from_fn`, which
-/// boxes the inner service and the future of every request: here only a
+/// The route layer, checking against `state`'s token service and nonce
+/// cache. Written out rather than `middleware::from_fn`, which boxes the
+/// inner service and the future of every request: here only a
 /// Hawk-signed request (whose check must await) is boxed, and the rest
 /// pass through as they are.
-#[derive(Clone)]
-pub struct HawkLayer {
-    state: AppState,
+pub fn layer<S>(state: AppState) -> LayerFn<impl Fn(S) -> Hawk<S> + Clone> {
+    layer_fn(move |inner| Hawk {
+        inner,
+        state: state.clone(),
+    })
 }
 
-impl HawkLayer {
-    /// Checks against `state`'s token service and nonce cache.
-    pub fn new(state: AppState) -> HawkLayer {
-        HawkLayer { state }
-    }
-}
-
-impl<S> Layer<S> for HawkLayer {
-    type Service = Hawk<S>;
-
-    fn layer(&self, inner: S) -> Hawk<S> {
-        Hawk {
-            inner,
-            state: self.state.clone(),
-        }
-    }
-}
-
-/// A route's service behind the Hawk check (see [`HawkLayer`]).
+/// A route's service behind the Hawk check (see [`layer`]).
 #[derive(Clone)]
 pub struct Hawk<S> {
     inner: S,

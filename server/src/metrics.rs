@@ -25,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use sluice_raft::node::{META_GROUP, NodeMachine};
 use sluice_raft::wal::Histogram;
 use sluice_raft::{PartitionId, PartitionKey};
-use tower::{Layer, Service};
+use tower::Service;
+use tower::layer::{LayerFn, layer_fn};
 
 use crate::http::AppState;
 
@@ -87,34 +88,18 @@ impl Metrics {
     }
 }
 
-/// A route layer: times every request that matched a route. Written
-/// out rather than `middleware::from_fn`, which boxes the inner service
-/// and the future of every request (with the Hawk layer, about a tenth of
-/// the server's CPU per single-message POST).
-#[derive(Clone)]
-pub struct TrackLayer {
-    metrics: Arc<Metrics>,
+/// A route layer: times every request that matched a route, into
+/// `metrics`. Written out rather than `middleware::from_fn`, which boxes
+/// the inner service and the future of every request (with the Hawk
+/// layer, about a tenth of the server's CPU per single-message POST).
+pub fn track_layer<S>(metrics: Arc<Metrics>) -> LayerFn<impl Fn(S) -> Track<S> + Clone> {
+    layer_fn(move |inner| Track {
+        inner,
+        metrics: Arc::clone(&metrics),
+    })
 }
 
-impl TrackLayer {
-    /// Counts into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> TrackLayer {
-        TrackLayer { metrics }
-    }
-}
-
-impl<S> Layer<S> for TrackLayer {
-    type Service = Track<S>;
-
-    fn layer(&self, inner: S) -> Track<S> {
-        Track {
-            inner,
-            metrics: Arc::clone(&self.metrics),
-        }
-    }
-}
-
-/// A route's service, timed (see [`TrackLayer`]).
+/// A route's service, timed (see [`track_layer`]).
 #[derive(Clone)]
 pub struct Track<S> {
     inner: S,
