@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The `sluice` server's figures for docs/benchmarks.md ("where the targets
-# stand"): single-message POSTs paired back to back with the HTTP ceiling
-# (`sluice-bench hello`), then batched produce on the disk (with the
-# device's write rate and a raw write + fdatasync loop right after) and on
-# tmpfs. Release build, loopback, load generator on the same machine.
+# stand"): single-message POSTs back to back with the HTTP ceiling
+# (`sluice-bench hello`) and the group-commit ceiling (`hello
+# --fsync-dir`: an fdatasync before each answer, nothing else), then
+# batched produce on the disk (with the device's write rate and a raw
+# write + fdatasync loop right after) and on tmpfs. Release build,
+# loopback, load generator on the same machine.
 #
-#   bench/server-figures.sh [ROUNDS]      (default 4; about 4 minutes)
+#   bench/server-figures.sh [ROUNDS]      (default 4; about 5 minutes)
 #
 # Needs Linux (/proc/diskstats, /dev/shm) and python3 for the raw-disk
 # loop. Data directories are temporary and removed at exit.
@@ -62,8 +64,10 @@ run_sluice() {
   rm -rf "$dir" "$dir.log" "$out"
 }
 
+# run_hello [--fsync-dir DIR]: the HTTP ceiling, or with the flag the
+# group-commit ceiling (each POST answered after an fdatasync of its body).
 run_hello() {
-  "$bench" hello --listen "127.0.0.1:$hello_port" >/dev/null 2>&1 &
+  "$bench" hello --listen "127.0.0.1:$hello_port" "$@" >/dev/null 2>&1 &
   hello=$!
   sleep 0.5
   local out
@@ -99,6 +103,9 @@ for r in $(seq "$rounds"); do
   echo "round $r"
   echo " HTTP ceiling (hello), single-message POSTs, 256 connections:"
   run_hello
+  echo " group-commit ceiling (hello --fsync-dir on the disk), single-message POSTs, 256 connections:"
+  run_hello --fsync-dir "$disk_dir/commit"
+  rm -rf "$disk_dir/commit"
   echo " sluice, v1 single-message POSTs, 256 connections:"
   run_sluice "$disk_dir" --mode produce --api v1 --batch 1 --connections 256
 done

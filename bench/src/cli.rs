@@ -37,11 +37,17 @@ enum Command {
     },
     /// Drive a running node: produce, fetch or end-to-end latency.
     Load(LoadArgs),
-    /// Serve 200 to every request (the HTTP ceiling to compare with).
+    /// Serve 200 to every request (the HTTP ceiling to compare with), at
+    /// once or after an fdatasync of its body.
     Hello {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8099")]
         listen: String,
+        /// Answer each request only once its body is appended to a file
+        /// in this folder and fdatasync'd (group commit): the ceiling for
+        /// POSTs acknowledged after fsync.
+        #[arg(long)]
+        fsync_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -68,7 +74,7 @@ pub fn main() -> ExitCode {
             }
             Command::HalfRate { a, b } => crate::suite::print_half_rate(&a, &b),
             Command::Load(args) => crate::load::run(args).await,
-            Command::Hello { listen } => crate::hello::serve(&listen).await,
+            Command::Hello { listen, fsync_dir } => crate::hello::serve(&listen, fsync_dir).await,
         }
     });
     match result {
