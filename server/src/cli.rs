@@ -54,7 +54,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(config.log_json);
+            crate::logging::init(config.log_json);
             let runtime = match runtime() {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -78,19 +78,4 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("sluice: starting the runtime: {e}");
             ExitCode::FAILURE
         })
-}
-
-/// Logs to stderr: human-readable, or JSON lines; `RUST_LOG` filters
-/// (default `info`, openraft's own at `warn`).
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

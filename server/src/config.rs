@@ -98,7 +98,8 @@ pub struct ServeArgs {
     /// MiB/s the scrubber re-verifies sealed segments at; 0 turns it off [default: 8].
     #[arg(long, env = "SLUICE_SCRUB_MIB_PER_S")]
     pub scrub_mib_per_s: Option<u64>,
-    /// Log as JSON lines instead of human-readable text.
+    /// Log as JSON lines instead of human-readable text. `RUST_LOG`
+    /// filters the logs (default `info,openraft=warn`).
     #[arg(long, env = "SLUICE_LOG_JSON")]
     pub log_json: bool,
     /// Master secret that signs tokens (the same on every node) [default: no token service].

@@ -12,6 +12,7 @@ pub mod dev_cluster;
 pub mod disk_space;
 pub mod hawk_auth;
 pub mod http;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod secrets;
