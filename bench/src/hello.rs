@@ -26,8 +26,8 @@ const COMMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// A file rolls to a fresh one past this size, as a log's segments do.
 const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
-/// Serves until killed; with `fsync_dir`, every other request's body is
-/// made durable there before the 200.
+/// Serves until killed; with `fsync_dir`, the body of every request but
+/// `/v1/verify` is made durable there before the 200.
 pub async fn serve(listen: &str, fsync_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let app = match fsync_dir {
         None => Router::new()
@@ -35,10 +35,12 @@ pub async fn serve(listen: &str, fsync_dir: Option<PathBuf>) -> anyhow::Result<(
             .fallback(|_body: Bytes| async { StatusCode::OK }),
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let log = RollingFile::open(&dir, FILE_BYTES_MAX)
+                .with_context(|| format!("opening a file in {}", dir.display()))?;
             let (tx, rx) = mpsc::channel(WAITING_MAX);
             std::thread::Builder::new()
                 .name("hello-commit".into())
-                .spawn(move || commit_loop(&dir, FILE_BYTES_MAX, rx))
+                .spawn(move || commit_loop(log, rx))
                 .context("starting the commit thread")?;
             Router::<mpsc::Sender<Waiting>>::new()
                 .route("/v1/verify", post(verify))
@@ -84,14 +86,7 @@ async fn durable(State(writer): State<mpsc::Sender<Waiting>>, body: Bytes) -> St
 
 /// Group commit: whatever queued while the last fdatasync ran goes out as
 /// one write and one fdatasync, then every caller in it is answered.
-fn commit_loop(dir: &Path, file_bytes_max: u64, mut queue: mpsc::Receiver<Waiting>) {
-    let mut log = match RollingFile::open(dir, file_bytes_max) {
-        Ok(log) => log,
-        Err(e) => {
-            eprintln!("sluice-bench: hello: opening {}: {e}", dir.display());
-            return;
-        }
-    };
+fn commit_loop(mut log: RollingFile, mut queue: mpsc::Receiver<Waiting>) {
     let mut buffer = Vec::with_capacity(COMMIT_BYTES_MAX);
     let mut callers = Vec::new();
     while let Some(first) = queue.blocking_recv() {
@@ -165,8 +160,8 @@ mod tests {
     async fn every_body_is_in_the_file_before_its_answer_and_files_roll() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, rx) = mpsc::channel(WAITING_MAX);
-        let path = dir.path().to_path_buf();
-        let writer = std::thread::spawn(move || commit_loop(&path, 8, rx));
+        let log = RollingFile::open(dir.path(), 8).expect("open");
+        let writer = std::thread::spawn(move || commit_loop(log, rx));
         // One at a time, so each is its own commit.
         for body in ["first", "second", "third"] {
             let (done, answer) = oneshot::channel();
