@@ -111,9 +111,9 @@ fn commit_loop(mut log: RollingFile, mut queue: mpsc::Receiver<Waiting>) {
 }
 
 /// An append-only file that rolls to a fresh one (deleting the old) past
-/// `bytes_max` (`FILE_BYTES_MAX` when serving), so a long run neither fills the disk nor overwrites
-/// blocks already allocated (which would make fdatasync cheaper than a
-/// log's).
+/// `bytes_max` (`FILE_BYTES_MAX` when serving), so a long run neither
+/// fills the disk nor overwrites blocks already allocated (which would
+/// make fdatasync cheaper than a log's).
 struct RollingFile {
     dir: PathBuf,
     file: File,
