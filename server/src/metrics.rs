@@ -68,7 +68,8 @@ impl Metrics {
         self.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn observe(&self, route: &str, method: &Method, status: u16, micros: u64) {
+    /// Counts one answered request of `route` taking `micros`.
+    pub(crate) fn observe(&self, route: &str, method: &Method, status: u16, micros: u64) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         let series = match requests.get_mut(route) {
             Some(series) => series,

@@ -154,10 +154,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         stop_rx.clone(),
     ));
     let server = {
-        // With the peer's address: the token endpoint limits per client.
-        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-            std::net::SocketAddr,
-        >(crate::http::service(state.clone()));
+        // Single-message posts are served before the router; the rest get
+        // the peer's address, by which the token endpoint limits clients.
+        let app =
+            crate::hot_route::MakeHotRoute::new(state.clone(), crate::http::service(state.clone()));
         let mut stop = stop_rx.clone();
         // Replies are small and latency-bound (Raft RPCs, acks): without
         // TCP_NODELAY, Nagle's algorithm meets the peer's delayed ACK and a

@@ -72,6 +72,8 @@ struct Posted {
 }
 
 /// `POST /v1/{app}/{queue}`: one message (the whole body) or a JSON batch.
+/// Most such requests never reach this handler: `hot_route.rs` serves
+/// them before the router, through [`post_parts`].
 pub async fn post(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
@@ -80,21 +82,31 @@ pub async fn post(
     // The request taken whole: a `HeaderMap` extractor would clone every
     // header of the hottest route there is.
     let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
-    caller?.require_app(&app)?;
-    let bytes = read_body(&state, body).await?;
+    post_parts(&state, &app, &name, &parts.headers, body).await
+}
+
+/// The post of [`post`], from the request's parts.
+pub async fn post_parts(
+    state: &AppState,
+    app: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
+    let (queue, caller) = lookup_queue(state, app, name, headers).await?;
+    caller?.require_app(app)?;
+    let bytes = read_body(state, body).await?;
     let partitions = queue.settings.partitions;
     let mut pick = PartitionPicker::new();
-    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    let content_type = header_text(headers, header::CONTENT_TYPE);
     let drafts = if content_type.as_deref().is_some_and(is_json) {
         parse_batch(&bytes, partitions, &mut pick)?
     } else {
         if bytes.is_empty() {
             return Err(V1Error::bad("body", "Required"));
         }
-        let ttl_secs = ttl_header(&headers)?;
-        let partition = match header_text(&headers, "x-partition".parse().ok()) {
+        let ttl_secs = ttl_header(headers)?;
+        let partition = match header_text(headers, header::HeaderName::from_static("x-partition")) {
             Some(text) => int_in("partition", &text, 1, u64::from(partitions))? as u32,
             None => pick.next(partitions),
         };
@@ -135,7 +147,7 @@ pub async fn post(
         producer: None,
         messages,
     });
-    let led = propose_repairing(&state, &queue, command).await?;
+    let led = propose_repairing(state, &queue, command).await?;
     let DataReply::Produced(produced) = &led.value else {
         return Err(unexpected(&led.value));
     };
@@ -685,7 +697,7 @@ fn parse_partition_list(text: &str) -> Result<Vec<u32>, V1Error> {
 
 /// `X-TTL`, validated (default 3 days).
 fn ttl_header(headers: &HeaderMap) -> Result<u64, V1Error> {
-    match header_text(headers, "x-ttl".parse().ok()) {
+    match header_text(headers, header::HeaderName::from_static("x-ttl")) {
         Some(text) => int_in("ttl", &text, 1, TTL_SECS_MAX),
         None => Ok(TTL_SECS_DEFAULT),
     }

@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
                 .fallback(method_not_allowed),
         )
         .route(
-            "/v1/{app}/{queue}",
+            crate::hot_route::QUEUE_ROUTE,
             get(messages::read)
                 .post(messages::post)
                 .put(queues::update)

@@ -25,6 +25,10 @@ async fn metrics_describe_the_workload() {
     s.json("POST", "/v2/default/q/messages", &messages)
         .await
         .expect(201);
+    // v1 posts are served before the router (`hot_route.rs`), and still
+    // counted under their route, whatever their status.
+    s.app("POST", "/v1/default/q", "ghij").await.expect(201);
+    s.app("POST", "/v1/default/nope", "x").await.expect(404);
     s.app(
         "GET",
         "/v2/default/q/partitions/0/messages?max_messages=2",
@@ -52,8 +56,8 @@ async fn metrics_describe_the_workload() {
     let expect = |series: &str, wanted: f64| {
         assert_eq!(value(&text, series), Some(wanted), "{series} in:\n{text}");
     };
-    expect("sluice_produced_messages_total", 3.0);
-    expect("sluice_produced_bytes_total", 6.0);
+    expect("sluice_produced_messages_total", 4.0);
+    expect("sluice_produced_bytes_total", 10.0);
     expect("sluice_consumed_messages_total", 2.0);
     expect("sluice_consumed_bytes_total", 5.0);
     expect(
@@ -65,12 +69,20 @@ async fn metrics_describe_the_workload() {
         1.0,
     );
     expect(
+        "sluice_http_requests_total{route=\"/v1/{app}/{queue}\",method=\"POST\",status=\"201\"}",
+        1.0,
+    );
+    expect(
+        "sluice_http_requests_total{route=\"/v1/{app}/{queue}\",method=\"POST\",status=\"404\"}",
+        1.0,
+    );
+    expect(
         "sluice_partition_end_offset{app=\"default\",queue=\"q\",partition=\"0\"}",
-        3.0,
+        4.0,
     );
     expect(
         "sluice_consumer_group_lag{app=\"default\",queue=\"q\",group=\"g\",partition=\"0\"}",
-        2.0,
+        3.0,
     );
     expect("sluice_raft_is_leader{group=\"0\"}", 1.0);
     expect("sluice_metrics_truncated", 0.0);

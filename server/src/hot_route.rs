@@ -1,0 +1,222 @@
+//! `POST /v1/{app}/{queue}` served before the router: the route every
+//! single-message producer hits, once per message.
+//!
+//! Through the router, such a request paid for route matching, four
+//! inserts into its extensions (the peer's address, the matched path,
+//! the URL parameters, each boxed in a map allocated for the purpose),
+//! the parameters decoded into owned strings, and the route's boxed
+//! service cloned: about a tenth of the server's CPU per message, more
+//! than the handler's own checks (see `docs/benchmarks.md`). Here the
+//! path is split in place and the handler called directly; everything
+//! else (another method or path, a `%` in a name, a Hawk signature to
+//! verify, a `/g/{group}` hint) goes to the router unchanged, with the
+//! peer's address the token endpoint needs.
+//!
+//! What the route layers would have done is done here too: the internal
+//! Hawk user header is removed from what the client sent, and the
+//! request is counted in `/metrics` under the route's own name.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use tower::Service;
+
+use crate::hawk_auth::USER_HEADER;
+use crate::http::AppState;
+
+/// The route served here, as the router names it (and `/metrics` counts
+/// it).
+pub const QUEUE_ROUTE: &str = "/v1/{app}/{queue}";
+
+/// Makes a [`HotRoute`] for each accepted connection, remembering its
+/// peer's address.
+#[derive(Clone)]
+pub struct MakeHotRoute<S> {
+    state: AppState,
+    routed: S,
+}
+
+impl<S> MakeHotRoute<S> {
+    /// Serves the hot route itself, and hands the rest to `routed`.
+    pub fn new(state: AppState, routed: S) -> MakeHotRoute<S> {
+        MakeHotRoute { state, routed }
+    }
+}
+
+impl<L, S> Service<IncomingStream<'_, L>> for MakeHotRoute<S>
+where
+    L: Listener<Addr = SocketAddr>,
+    S: Clone,
+{
+    type Response = HotRoute<S>;
+    type Error = Infallible;
+    type Future = Ready<Result<HotRoute<S>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
+        ready(Ok(HotRoute {
+            state: self.state.clone(),
+            routed: self.routed.clone(),
+            peer: *stream.remote_addr(),
+        }))
+    }
+}
+
+/// One connection's service: the hot route, else the router.
+#[derive(Clone)]
+pub struct HotRoute<S> {
+    state: AppState,
+    routed: S,
+    peer: SocketAddr,
+}
+
+impl<S> Service<Request> for HotRoute<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Served<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.routed.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        if is_hot(&request) {
+            request.headers_mut().remove(USER_HEADER);
+            return Served::Hot {
+                future: Box::pin(post(self.state.clone(), request)),
+            };
+        }
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Served::Routed {
+            inner: self.routed.call(request),
+        }
+    }
+}
+
+/// Whether `request` is a post to a queue that this module serves: the
+/// path is exactly `/v1/{app}/{queue}` with names the router would pass
+/// on undecoded, and the caller is not signing with Hawk (whose check is
+/// the router's).
+fn is_hot(request: &Request) -> bool {
+    request.method() == Method::POST
+        && queue_path(request.uri().path()).is_some()
+        && !request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().get(..5))
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "))
+}
+
+/// The application and queue of a path `/v1/{app}/{queue}`, when both are
+/// non-empty and free of `%` (an escaped name is left to the router to
+/// decode).
+fn queue_path(path: &str) -> Option<(&str, &str)> {
+    let (app, queue) = path.strip_prefix("/v1/")?.split_once('/')?;
+    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    (plain(app) && plain(queue)).then_some((app, queue))
+}
+
+/// Serves a hot post and counts it, as the router's `Track` layer does.
+async fn post(state: AppState, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let response = match queue_path(parts.uri.path()) {
+        Some((app, queue)) => {
+            crate::v1::messages::post_parts(&state, app, queue, &parts.headers, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        // `is_hot` checked the path, and nothing changes it since.
+        None => crate::v1::error::V1Error::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "NotFound",
+            "No such resource.",
+        )
+        .into_response(),
+    };
+    state.metrics.observe(
+        QUEUE_ROUTE,
+        &Method::POST,
+        response.status().as_u16(),
+        started.elapsed().as_micros() as u64,
+    );
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response: the hot route's, or the router's.
+    // The macro takes no docs on variants' fields; the variants say it.
+    #[allow(missing_docs)]
+    #[project = ServedProjection]
+    pub enum Served<F> {
+        /// Served here.
+        Hot { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        /// Served by the router.
+        Routed { #[pin] inner: F },
+    }
+}
+
+impl<F> Future for Served<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProjection::Hot { future } => future.as_mut().poll(cx).map(Ok),
+            ServedProjection::Routed { inner } => inner.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hot(method: &str, uri: &str, authorization: Option<&str>) -> bool {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        is_hot(&request.body(axum::body::Body::empty()).expect("request"))
+    }
+
+    #[test]
+    fn only_plain_posts_to_a_queue_take_the_hot_route() {
+        assert!(hot("POST", "/v1/app/q", None));
+        assert!(hot("POST", "/v1/app/q?ignored=1", Some("Application k")));
+        assert!(!hot("GET", "/v1/app/q", None), "reads are routed");
+        assert!(!hot("POST", "/v1/app", None), "queue creation is routed");
+        assert!(!hot("POST", "/v1/app/q/", None));
+        assert!(!hot("POST", "/v1/app/q/ids", None));
+        assert!(!hot("POST", "/v1//q", None));
+        assert!(
+            !hot("POST", "/v1/a%70p/q", None),
+            "escapes are decoded by the router"
+        );
+        assert!(
+            !hot("POST", "/g/1/v1/app/q", None),
+            "hints are stripped by the router"
+        );
+        assert!(!hot("POST", "/v2/app/q", None));
+        assert!(
+            !hot("POST", "/v1/app/q", Some("Hawk id=\"x\"")),
+            "Hawk is verified by the router's layer"
+        );
+    }
+}
