@@ -55,22 +55,6 @@ struct Draft {
     body: Vec<u8>,
 }
 
-/// The answer to a post (typed rather than a `json!` tree: this is the
-/// hottest answer there is).
-#[derive(serde::Serialize)]
-struct PostAnswer {
-    status: &'static str,
-    messages: Vec<Posted>,
-}
-
-/// Where one posted message went.
-#[derive(serde::Serialize)]
-struct Posted {
-    key: String,
-    timestamp: String,
-    partition: u32,
-}
-
 /// `POST /v1/{app}/{queue}`: one message (the whole body) or a JSON batch.
 /// Most such requests never reach this handler: `hot_route.rs` serves
 /// them before the router, through [`post_parts`].
@@ -158,20 +142,45 @@ pub async fn post_parts(
             "the data group's reply does not match the request",
         )
     })?;
-    let messages: Vec<Posted> = placements
-        .iter()
-        .map(|p| Posted {
-            key: params::format_id(&message_id(p.timestamp, queue.group, p.partition)),
-            timestamp: params::format_timestamp(p.timestamp),
-            partition: partition_number(p.partition),
-        })
-        .collect();
-    state.metrics.produced(messages.len() as u64, body_bytes);
-    let body = Json(PostAnswer {
-        status: "ok",
-        messages,
-    });
-    Ok(routed((StatusCode::CREATED, body).into_response(), &led))
+    state.metrics.produced(placements.len() as u64, body_bytes);
+    let answer = post_answer(placements.iter().map(|p| {
+        (
+            message_id(p.timestamp, queue.group, p.partition),
+            p.timestamp,
+            partition_number(p.partition),
+        )
+    }));
+    let mut response = Response::new(Body::from(answer));
+    *response.status_mut() = StatusCode::CREATED;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(routed(response, &led))
+}
+
+/// The body of a post's answer, `{"status": "ok", "messages": [{"key",
+/// "timestamp", "partition"}, ...]}`, written straight out: its strings
+/// are hex digits and decimals, which JSON takes unescaped, so building
+/// each message's strings and then serializing them only cost allocations.
+fn post_answer(posted: impl ExactSizeIterator<Item = (MessageId, Timestamp, u32)>) -> Vec<u8> {
+    use std::fmt::Write as _;
+    const MESSAGE_BYTES: usize = 96;
+    let mut out = String::with_capacity(32 + MESSAGE_BYTES * posted.len());
+    out.push_str(r#"{"status":"ok","messages":["#);
+    for (i, (id, timestamp, partition)) in posted.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"key":""#);
+        params::write_id(&mut out, &id);
+        out.push_str(r#"","timestamp":""#);
+        params::write_timestamp(&mut out, timestamp);
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, r#"","partition":{partition}}}"#);
+    }
+    out.push_str("]}");
+    out.into_bytes()
 }
 
 /// `GET /v1/{app}/{queue}`: messages by time or id, per partition.
@@ -725,11 +734,32 @@ pub fn is_json(content_type: &str) -> bool {
 /// Adds the routing headers: the data group and the leader that answered.
 pub fn routed<T>(mut response: Response, led: &Led<T>) -> Response {
     let headers = response.headers_mut();
-    headers.insert("x-sluice-group", HeaderValue::from(led.group.0));
+    headers.insert(
+        header::HeaderName::from_static("x-sluice-group"),
+        number_value(u64::from(led.group.0)),
+    );
     if let Some(leader) = led.leader {
-        headers.insert("x-sluice-leader", HeaderValue::from(leader));
+        headers.insert(
+            header::HeaderName::from_static("x-sluice-leader"),
+            number_value(leader),
+        );
     }
     response
+}
+
+/// Numbers below this have their header value made once, and shared.
+const SHARED_NUMBERS_MAX: u64 = 256;
+
+/// `n` as a header value. Group and node ids are small, and every answer
+/// carries two: formatting each anew cost an allocation apiece.
+fn number_value(n: u64) -> HeaderValue {
+    static SHARED: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| (0..SHARED_NUMBERS_MAX).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| shared.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 fn storage_error(e: &EngineError) -> V1Error {
@@ -800,6 +830,35 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_answer_is_the_json_the_spec_shows() {
+        let id = |b: u8| MessageId([b; 16]);
+        let answer = post_answer(
+            [
+                (id(0xab), Timestamp(13_239_739_662_820_000), 1),
+                (id(0x01), Timestamp(13_239_739_660_000_000), 12),
+            ]
+            .into_iter(),
+        );
+        let parsed: Value = serde_json::from_slice(&answer).expect("JSON");
+        assert_eq!(
+            parsed,
+            json!({"status": "ok", "messages": [
+                {"key": "ab".repeat(16), "timestamp": "1323973966.282", "partition": 1},
+                {"key": "01".repeat(16), "timestamp": "1323973966", "partition": 12},
+            ]})
+        );
+        let none: Value = serde_json::from_slice(&post_answer(std::iter::empty())).expect("JSON");
+        assert_eq!(none, json!({"status": "ok", "messages": []}));
+    }
+
+    #[test]
+    fn routing_headers_name_group_and_leader_past_the_shared_numbers() {
+        for n in [0, 7, SHARED_NUMBERS_MAX - 1, SHARED_NUMBERS_MAX, u64::MAX] {
+            assert_eq!(number_value(n).to_str().ok(), Some(n.to_string().as_str()));
+        }
+    }
 
     #[test]
     fn fresh_pickers_spread_single_messages_over_every_partition() {

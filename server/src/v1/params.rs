@@ -106,13 +106,24 @@ pub fn partition_number(id: PartitionId) -> u32 {
 /// A timestamp as Queuey writes it: decimal seconds, up to 7 fractional
 /// digits, no trailing zeros.
 pub fn format_timestamp(t: Timestamp) -> String {
+    let mut text = String::with_capacity(20);
+    write_timestamp(&mut text, t);
+    text
+}
+
+/// Appends [`format_timestamp`]'s text to `out`.
+pub fn write_timestamp(out: &mut String, t: Timestamp) {
+    use std::fmt::Write as _;
     let secs = t.0 / Timestamp::TICKS_PER_SEC;
     let frac = t.0 % Timestamp::TICKS_PER_SEC;
+    // Writing to a `String` cannot fail.
     if frac == 0 {
-        return secs.to_string();
+        let _ = write!(out, "{secs}");
+        return;
     }
-    let text = format!("{secs}.{frac:07}");
-    text.trim_end_matches('0').to_string()
+    let _ = write!(out, "{secs}.{frac:07}");
+    let kept = out.trim_end_matches('0').len();
+    out.truncate(kept);
 }
 
 /// Parses decimal seconds (`1323973966.2820351`); digits past the 7th
@@ -148,6 +159,11 @@ pub fn parse_id(text: &str) -> Option<MessageId> {
 /// A message id as 32 lowercase hex digits.
 pub fn format_id(id: &MessageId) -> String {
     sluice_token::encoding::hex(&id.0)
+}
+
+/// Appends [`format_id`]'s text to `out`.
+pub fn write_id(out: &mut String, id: &MessageId) {
+    sluice_token::encoding::hex_into(out, &id.0);
 }
 
 /// Parses an `{ids}` segment: a comma list of `[partition:]hex`
