@@ -12,11 +12,11 @@ use crate::v1::error::V1Error;
 
 /// A request's credentials as presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
+pub enum Credentials<'h> {
     /// No `Authorization` header.
     None,
-    /// `Application <key>`.
-    AppKey(String),
+    /// `Application <key>`, borrowed from the request's headers.
+    AppKey(&'h str),
     /// A token user whose Hawk signature the route layer verified.
     User(u64),
     /// Any other scheme, or a malformed header.
@@ -26,9 +26,9 @@ pub enum Credentials {
 /// Longest `Authorization` header looked at.
 const AUTHORIZATION_BYTES_MAX: usize = 4096;
 
-impl Credentials {
+impl Credentials<'_> {
     /// Reads the `Authorization` header.
-    pub fn from_headers(headers: &HeaderMap) -> Credentials {
+    pub fn from_headers(headers: &HeaderMap) -> Credentials<'_> {
         // Set only by `hawk_auth`, which removes it from client requests.
         if let Some(uid) = headers
             .get(crate::hawk_auth::USER_HEADER)
@@ -48,7 +48,7 @@ impl Credentials {
         }
         match text.split_once(' ') {
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("Application") => {
-                Credentials::AppKey(key.trim().to_string())
+                Credentials::AppKey(key.trim())
             }
             _ => Credentials::Unsupported,
         }
@@ -69,7 +69,7 @@ pub enum Caller {
 impl Caller {
     /// Resolves credentials against the meta state: an unknown key, or an
     /// unsupported scheme, is 401.
-    pub fn resolve(credentials: &Credentials, meta: &MetaState) -> Result<Caller, V1Error> {
+    pub fn resolve(credentials: &Credentials<'_>, meta: &MetaState) -> Result<Caller, V1Error> {
         match credentials {
             Credentials::None => Ok(Caller::Anonymous),
             Credentials::AppKey(key) => meta

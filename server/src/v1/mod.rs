@@ -68,7 +68,7 @@ pub async fn lookup(
     state: &AppState,
     app: &str,
     queue: Option<&str>,
-    credentials: &Credentials,
+    credentials: &Credentials<'_>,
 ) -> Result<Found, V1Error> {
     let (app_exists, found, caller) = state
         .cluster
