@@ -1,5 +1,6 @@
-//! `POST /v1/{app}/{queue}` served before the router: the route every
-//! single-message producer hits, once per message.
+//! `POST /v1/{app}/{queue}` and `POST /v2/{app}/{queue}/messages` served
+//! before the router: the routes every producer hits, a single-message
+//! one once per message.
 //!
 //! Through the router, such a request paid for route matching, four
 //! inserts into its extensions (the peer's address, the matched path,
@@ -32,9 +33,29 @@ use tower::Service;
 use crate::hawk_auth::USER_HEADER;
 use crate::http::AppState;
 
-/// The route served here, as the router names it (and `/metrics` counts
-/// it).
+/// The v1 route served here, as the router names it (and `/metrics`
+/// counts it).
 pub const QUEUE_ROUTE: &str = "/v1/{app}/{queue}";
+/// The v2 route served here, likewise.
+pub const PRODUCE_ROUTE: &str = "/v2/{app}/{queue}/messages";
+
+/// Which hot route a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hot {
+    /// `POST /v1/{app}/{queue}`.
+    V1Post,
+    /// `POST /v2/{app}/{queue}/messages`.
+    V2Produce,
+}
+
+impl Hot {
+    fn route(self) -> &'static str {
+        match self {
+            Hot::V1Post => QUEUE_ROUTE,
+            Hot::V2Produce => PRODUCE_ROUTE,
+        }
+    }
+}
 
 /// Makes a [`HotRoute`] for each accepted connection, remembering its
 /// peer's address.
@@ -94,10 +115,10 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        if is_hot(&request) {
+        if let Some(hot) = hot_route(&request) {
             request.headers_mut().remove(USER_HEADER);
             return Served::Hot {
-                future: Box::pin(post(self.state.clone(), request)),
+                future: Box::pin(serve(hot, self.state.clone(), request)),
             };
         }
         request.extensions_mut().insert(ConnectInfo(self.peer));
@@ -107,40 +128,59 @@ where
     }
 }
 
-/// Whether `request` is a post to a queue that this module serves: the
-/// path is exactly `/v1/{app}/{queue}` with names the router would pass
-/// on undecoded, and the caller is not signing with Hawk (whose check is
-/// the router's).
-fn is_hot(request: &Request) -> bool {
-    request.method() == Method::POST
-        && queue_path(request.uri().path()).is_some()
-        && !request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(..5))
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "))
+/// The hot route `request` takes, if any: a post whose path is exactly
+/// one of the two, with names the router would pass on undecoded, from
+/// a caller not signing with Hawk (whose check is the router's).
+fn hot_route(request: &Request) -> Option<Hot> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let is_hawk = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..5))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "));
+    if is_hawk {
+        return None;
+    }
+    hot_path(request.uri().path()).map(|(hot, _, _)| hot)
 }
 
-/// The application and queue of a path `/v1/{app}/{queue}`, when both are
+/// The hot route, application and queue of `path`, when it is
+/// `/v1/{app}/{queue}` or `/v2/{app}/{queue}/messages` with both names
 /// non-empty and free of `%` (an escaped name is left to the router to
-/// decode).
-fn queue_path(path: &str) -> Option<(&str, &str)> {
-    let (app, queue) = path.strip_prefix("/v1/")?.split_once('/')?;
+/// decode). `/v2/{app}/queues/...` is the router's: a static segment
+/// wins there.
+fn hot_path(path: &str) -> Option<(Hot, &str, &str)> {
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
-    (plain(app) && plain(queue)).then_some((app, queue))
+    let (hot, names) = if let Some(names) = path.strip_prefix("/v1/") {
+        (Hot::V1Post, names)
+    } else {
+        let names = path.strip_prefix("/v2/")?.strip_suffix("/messages")?;
+        (Hot::V2Produce, names)
+    };
+    let (app, queue) = names.split_once('/')?;
+    let routed_elsewhere = hot == Hot::V2Produce && queue == "queues";
+    (plain(app) && plain(queue) && !routed_elsewhere).then_some((hot, app, queue))
 }
 
-/// Serves a hot post and counts it, as the router's `Track` layer does.
-async fn post(state: AppState, request: Request) -> Response {
+/// Serves a hot request and counts it, as the router's `Track` layer
+/// does.
+async fn serve(hot: Hot, state: AppState, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let response = match queue_path(parts.uri.path()) {
-        Some((app, queue)) => {
+    let response = match hot_path(parts.uri.path()) {
+        Some((Hot::V1Post, app, queue)) => {
             crate::v1::messages::post_parts(&state, app, queue, &parts.headers, body)
                 .await
-                .unwrap_or_else(IntoResponse::into_response)
+                .into_response()
         }
-        // `is_hot` checked the path, and nothing changes it since.
+        Some((Hot::V2Produce, app, queue)) => {
+            crate::v2::produce::produce_parts(&state, app, queue, &parts.headers, body)
+                .await
+                .into_response()
+        }
+        // `hot_route` checked the path, and nothing changes it since.
         None => crate::v1::error::V1Error::new(
             axum::http::StatusCode::NOT_FOUND,
             "NotFound",
@@ -149,7 +189,7 @@ async fn post(state: AppState, request: Request) -> Response {
         .into_response(),
     };
     state.metrics.observe(
-        QUEUE_ROUTE,
+        hot.route(),
         &Method::POST,
         response.status().as_u16(),
         started.elapsed().as_micros() as u64,
@@ -193,7 +233,28 @@ mod tests {
         if let Some(a) = authorization {
             request = request.header("authorization", a);
         }
-        is_hot(&request.body(axum::body::Body::empty()).expect("request"))
+        hot_route(&request.body(axum::body::Body::empty()).expect("request")).is_some()
+    }
+
+    #[test]
+    fn produce_posts_take_the_hot_route_unless_the_router_has_a_static_one() {
+        assert_eq!(
+            hot_path("/v2/app/q/messages"),
+            Some((Hot::V2Produce, "app", "q"))
+        );
+        assert_eq!(hot_path("/v1/app/q"), Some((Hot::V1Post, "app", "q")));
+        assert!(hot("POST", "/v2/app/q/messages?x=1", Some("Application k")));
+        assert!(!hot("GET", "/v2/app/q/messages", None));
+        assert!(
+            !hot("POST", "/v2/app/queues/messages", None),
+            "a queue named by its route"
+        );
+        assert!(!hot("POST", "/v2/app/q/partitions/0/messages", None));
+        assert!(!hot("POST", "/v2/app/messages", None));
+        assert!(!hot("POST", "/v2/app//messages", None));
+        assert!(!hot("POST", "/v2/a%70p/q/messages", None));
+        assert!(!hot("POST", "/v2/app/q/messages/", None));
+        assert!(!hot("POST", "/v2/app/q/messages", Some("hawk id=\"x\"")));
     }
 
     #[test]

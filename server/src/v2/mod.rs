@@ -45,7 +45,7 @@ pub fn router() -> Router<AppState> {
                 .fallback(method_not_allowed),
         )
         .route(
-            "/v2/{app}/{queue}/messages",
+            crate::hot_route::PRODUCE_ROUTE,
             post(produce::produce).fallback(method_not_allowed),
         )
         .route(

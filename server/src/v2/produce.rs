@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_raft::data::command::{DataCommand, DataReply, NewMessage, Produce, Refusal};
@@ -33,16 +33,30 @@ use crate::v2::{framing, read_body};
 static ROUND_ROBIN: AtomicU64 = AtomicU64::new(0);
 
 /// `POST /v2/{app}/{queue}/messages`.
+/// Most such requests never reach this handler: `hot_route.rs` serves
+/// them before the router, through [`produce_parts`].
 pub async fn produce(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, V2Error> {
+    // The request taken whole: a `HeaderMap` extractor clones every header.
+    let (parts, body) = request.into_parts();
+    produce_parts(&state, &app, &name, &parts.headers, body).await
+}
+
+/// The produce of [`produce`], from the request's parts.
+pub async fn produce_parts(
+    state: &AppState,
+    app: &str,
+    name: &str,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, V2Error> {
-    let (queue, caller) = lookup_queue(&state, &app, &name, &headers).await?;
-    caller?.require_app(&app)?;
-    let bytes = read_body(&state, body).await?;
-    let content_type = header_text(&headers, header::CONTENT_TYPE).unwrap_or_default();
+    let (queue, caller) = lookup_queue(state, app, name, headers).await?;
+    caller?.require_app(app)?;
+    let bytes = read_body(state, body).await?;
+    let content_type = header_text(headers, header::CONTENT_TYPE).unwrap_or_default();
     let request = if is_json(&content_type) {
         batch::from_json(&bytes)?
     } else if media_type(&content_type).eq_ignore_ascii_case(framing::MEDIA_TYPE) {
@@ -70,7 +84,7 @@ pub async fn produce(
         producer: request.producer_id.map(ProducerId),
         messages,
     });
-    let led = propose_repairing(&state, &queue, command).await?;
+    let led = propose_repairing(state, &queue, command).await?;
     let produced = match &led.value {
         DataReply::Produced(p) => p,
         DataReply::Refused(refusal) => return Err(refused(refusal)),
