@@ -65,12 +65,7 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         request.headers_mut().remove(USER_HEADER);
-        let is_hawk = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(..5))
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "));
-        if !is_hawk {
+        if !is_hawk(request.headers()) {
             return Checked::Passed {
                 inner: self.inner.call(request),
             };
@@ -91,6 +86,14 @@ where
             }),
         }
     }
+}
+
+/// Whether the request is signed with Hawk (its `Authorization` scheme).
+pub fn is_hawk(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..5))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "))
 }
 
 pin_project_lite::pin_project! {

@@ -25,12 +25,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{Method, header};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
-use crate::hawk_auth::USER_HEADER;
+use crate::hawk_auth::{USER_HEADER, is_hawk};
 use crate::http::AppState;
 
 /// The v1 route served here, as the router names it (and `/metrics`
@@ -135,12 +135,7 @@ fn hot_route(request: &Request) -> Option<Hot> {
     if request.method() != Method::POST {
         return None;
     }
-    let is_hawk = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().get(..5))
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"hawk "));
-    if is_hawk {
+    if is_hawk(request.headers()) {
         return None;
     }
     hot_path(request.uri().path()).map(|(hot, _, _)| hot)
