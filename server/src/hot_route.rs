@@ -6,8 +6,8 @@
 //! inserts into its extensions (the peer's address, the matched path,
 //! the URL parameters, each boxed in a map allocated for the purpose),
 //! the parameters decoded into owned strings, and the route's boxed
-//! service cloned: about a tenth of the server's CPU per message, more
-//! than the handler's own checks (see `docs/benchmarks.md`). Here the
+//! service cloned: a tenth to a fifth of the server's CPU per
+//! single-message POST (see `docs/benchmarks.md`). Here the
 //! path is split in place and the handler called directly; everything
 //! else (another method or path, a `%` in a name, a Hawk signature to
 //! verify, a `/g/{group}` hint) goes to the router unchanged, with the
@@ -176,12 +176,7 @@ async fn serve(hot: Hot, state: AppState, request: Request) -> Response {
                 .into_response()
         }
         // `hot_route` checked the path, and nothing changes it since.
-        None => crate::v1::error::V1Error::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "NotFound",
-            "No such resource.",
-        )
-        .into_response(),
+        None => crate::http::no_such_resource().into_response(),
     };
     state.metrics.observe(
         hot.route(),

@@ -152,6 +152,11 @@ fn strip_group_hint(mut request: Request) -> Request {
 }
 
 async fn not_found() -> V1Error {
+    no_such_resource()
+}
+
+/// The 404 of a path no route serves.
+pub(crate) fn no_such_resource() -> V1Error {
     V1Error::new(StatusCode::NOT_FOUND, "NotFound", "No such resource.")
 }
 

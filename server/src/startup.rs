@@ -154,8 +154,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         stop_rx.clone(),
     ));
     let server = {
-        // Single-message posts are served before the router; the rest get
-        // the peer's address, by which the token endpoint limits clients.
+        // Producers' posts are served before the router (`hot_route.rs`);
+        // the rest get the peer's address, by which the token endpoint
+        // limits clients.
         let app =
             crate::hot_route::MakeHotRoute::new(state.clone(), crate::http::service(state.clone()));
         let mut stop = stop_rx.clone();
