@@ -9,7 +9,10 @@
 # Raft entries carry fewer messages than at full speed: compare builds
 # with this script, not with the wall-clock figures.
 #
-#   bench/instructions.sh [SECONDS] [TOP]   (default 20 s, 25 functions)
+#   bench/instructions.sh [SECONDS] [TOP] [KEEP]
+#
+# Defaults: 20 s, 25 functions; KEEP, a path, keeps the callgrind profile
+# there (for `callgrind_annotate --tree=calling KEEP`, or kcachegrind).
 #
 # Needs valgrind (callgrind_control, callgrind_annotate) and curl. Prints
 # instructions per POST, then the TOP functions by inclusive count among
@@ -19,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 top="${2:-25}"
+keep="${3:-}"
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p sluice-server -p sluice-bench >&2
 sluice="$target/release/sluice"
@@ -61,6 +65,7 @@ server=""
 requests=$((after - before))
 [ "$requests" -gt 0 ] || { echo "no POST was answered" >&2; exit 1; }
 out=$(ls "$dir"/callgrind.out*)
+[ -n "$keep" ] && cp $out "$keep"
 callgrind_annotate --inclusive=yes $out >"$dir/annotated" 2>/dev/null || true
 total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$dir/annotated")
 echo "$(git log --oneline -1)"
