@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_token::hawk::{self, HawkError};
 use sluice_token::{ids, token};
@@ -29,7 +29,9 @@ use crate::http::{AppState, SentPath};
 use crate::v1::error::V1Error;
 
 /// The internal header carrying a verified Hawk user's uid.
-pub const USER_HEADER: &str = "x-sluice-hawk-user";
+/// A `HeaderName`, not a `&str`: looking a header up by a string parses
+/// and checks the name first, on every request.
+pub static USER_HEADER: HeaderName = HeaderName::from_static("x-sluice-hawk-user");
 
 /// The route layer, checking against `state`'s token service and nonce
 /// cache. Written out rather than `middleware::from_fn`, which boxes the
@@ -64,7 +66,7 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        request.headers_mut().remove(USER_HEADER);
+        request.headers_mut().remove(&USER_HEADER);
         if !is_hawk(request.headers()) {
             return Checked::Passed {
                 inner: self.inner.call(request),
@@ -228,7 +230,7 @@ async fn verify(state: &AppState, request: Request) -> Result<Request, V1Error> 
     parts.headers.remove(header::AUTHORIZATION);
     parts
         .headers
-        .insert(USER_HEADER, HeaderValue::from(verified.payload.uid));
+        .insert(&USER_HEADER, HeaderValue::from(verified.payload.uid));
     Ok(Request::from_parts(parts, body))
 }
 

@@ -116,7 +116,7 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         if let Some(hot) = hot_route(&request) {
-            request.headers_mut().remove(USER_HEADER);
+            request.headers_mut().remove(&USER_HEADER);
             return Served::Hot {
                 future: Box::pin(serve(hot, self.state.clone(), request)),
             };

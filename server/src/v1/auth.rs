@@ -31,7 +31,7 @@ impl Credentials<'_> {
     pub fn from_headers(headers: &HeaderMap) -> Credentials<'_> {
         // Set only by `hawk_auth`, which removes it from client requests.
         if let Some(uid) = headers
-            .get(crate::hawk_auth::USER_HEADER)
+            .get(&crate::hawk_auth::USER_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
         {

@@ -164,7 +164,6 @@ pub async fn post_parts(
 /// are hex digits and decimals, which JSON takes unescaped, so building
 /// each message's strings and then serializing them only cost allocations.
 fn post_answer(posted: impl ExactSizeIterator<Item = (MessageId, Timestamp, u32)>) -> Vec<u8> {
-    use std::fmt::Write as _;
     const MESSAGE_BYTES: usize = 96;
     let mut out = String::with_capacity(32 + MESSAGE_BYTES * posted.len());
     out.push_str(r#"{"status":"ok","messages":["#);
@@ -176,8 +175,9 @@ fn post_answer(posted: impl ExactSizeIterator<Item = (MessageId, Timestamp, u32)
         params::write_id(&mut out, &id);
         out.push_str(r#"","timestamp":""#);
         params::write_timestamp(&mut out, timestamp);
-        // Writing to a `String` cannot fail.
-        let _ = write!(out, r#"","partition":{partition}}}"#);
+        out.push_str(r#"","partition":"#);
+        out.push_str(itoa::Buffer::new().format(partition));
+        out.push('}');
     }
     out.push_str("]}");
     out.into_bytes()
