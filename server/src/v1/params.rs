@@ -113,7 +113,7 @@ pub fn format_timestamp(t: Timestamp) -> String {
 
 /// Appends [`format_timestamp`]'s text to `out`. Digits are written by
 /// hand and `itoa`: every v1 post's answer carries one per message, and
-/// `write!` cost it about a thousand instructions
+/// `write!` cost it about 550 instructions
 /// (`bench/instructions.sh`).
 pub fn write_timestamp(out: &mut String, t: Timestamp) {
     let secs = t.0 / Timestamp::TICKS_PER_SEC;
