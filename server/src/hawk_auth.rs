@@ -180,9 +180,9 @@ async fn verify(state: &AppState, request: Request) -> Result<Request, V1Error> 
         .to_string();
     // The body is read only when a payload hash must be checked.
     let (body, bytes) = if parsed.hash.is_some() {
-        let bytes = axum::body::to_bytes(body, state.limits.body_bytes_max)
+        let bytes = crate::body::collect(body, state.limits.body_bytes_max)
             .await
-            .map_err(|_| {
+            .ok_or_else(|| {
                 V1Error::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body",

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod batcher;
+pub mod body;
 pub mod cli;
 pub mod cluster;
 pub mod config;

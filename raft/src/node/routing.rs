@@ -129,7 +129,11 @@ impl Node {
             .reads
             .get(&group)
             .ok_or(RouteError::UnknownGroup(group))?;
-        rounds.read(|| self.linearizable_round(group)).await
+        // Boxed: a round's future (routing, timeouts, the RPC to a remote
+        // leader) is kilobytes, and unboxed it would be part of every
+        // caller's future, which each request moves into the heap,
+        // though a sole voter never takes this branch.
+        Box::pin(rounds.read(|| self.linearizable_round(group))).await
     }
 
     /// One read-index round of `linearizable`, shared by every read that

@@ -82,7 +82,7 @@ pub async fn post_parts(
     let bytes = read_body(state, body).await?;
     let partitions = queue.settings.partitions;
     let mut pick = PartitionPicker::new();
-    let content_type = header_text(headers, header::CONTENT_TYPE);
+    let content_type = header_text(headers, &header::CONTENT_TYPE);
     let drafts = if content_type.as_deref().is_some_and(is_json) {
         parse_batch(&bytes, partitions, &mut pick)?
     } else {
@@ -90,7 +90,7 @@ pub async fn post_parts(
             return Err(V1Error::bad("body", "Required"));
         }
         let ttl_secs = ttl_header(headers)?;
-        let partition = match header_text(headers, header::HeaderName::from_static("x-partition")) {
+        let partition = match header_text(headers, &PARTITION_HEADER) {
             Some(text) => int_in("partition", &text, 1, u64::from(partitions))? as u32,
             None => pick.next(partitions),
         };
@@ -342,7 +342,7 @@ pub async fn put_by_ids(
     if bytes.is_empty() {
         return Err(V1Error::bad("body", "Required"));
     }
-    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    let content_type = header_text(&headers, &header::CONTENT_TYPE);
     if let Err(reason) = Partition::check_record(content_type.as_deref(), &[], bytes.len()) {
         return Err(V1Error::new(StatusCode::PAYLOAD_TOO_LARGE, "body", reason));
     }
@@ -490,9 +490,14 @@ pub async fn propose_repairing(
         .propose_data_returning(queue.group, command)
         .await?;
     match led.value {
+        // Boxed, as rare: unboxed, the repair's futures would grow every
+        // post's future, which each request moves into the heap.
         DataReply::Refused(Refusal::UnknownQueue(_) | Refusal::UnknownPartition { .. }) => {
-            ensure_partitions(state, queue).await?;
-            Ok(state.cluster.propose_data(queue.group, command).await?)
+            Box::pin(async move {
+                ensure_partitions(state, queue).await?;
+                Ok(state.cluster.propose_data(queue.group, command).await?)
+            })
+            .await
         }
         _ => Ok(led),
     }
@@ -706,18 +711,14 @@ fn parse_partition_list(text: &str) -> Result<Vec<u32>, V1Error> {
 
 /// `X-TTL`, validated (default 3 days).
 fn ttl_header(headers: &HeaderMap) -> Result<u64, V1Error> {
-    match header_text(headers, header::HeaderName::from_static("x-ttl")) {
+    match header_text(headers, &TTL_HEADER) {
         Some(text) => int_in("ttl", &text, 1, TTL_SECS_MAX),
         None => Ok(TTL_SECS_DEFAULT),
     }
 }
 
 /// A header's value as trimmed text (lossy), if present.
-pub fn header_text(
-    headers: &HeaderMap,
-    name: impl Into<Option<header::HeaderName>>,
-) -> Option<String> {
-    let name = name.into()?;
+pub fn header_text(headers: &HeaderMap, name: &header::HeaderName) -> Option<String> {
     headers
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
@@ -731,18 +732,23 @@ pub fn is_json(content_type: &str) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
+// Header names in statics: `HeaderName::from_static` in a function body
+// checks the name's bytes on every call (bench/instructions.sh).
+/// The v1 header choosing a message's partition.
+static PARTITION_HEADER: header::HeaderName = header::HeaderName::from_static("x-partition");
+/// The v1 header setting a message's TTL in seconds.
+static TTL_HEADER: header::HeaderName = header::HeaderName::from_static("x-ttl");
+/// The answer's header naming the data group that wrote it.
+static GROUP_HEADER: header::HeaderName = header::HeaderName::from_static("x-sluice-group");
+/// The answer's header naming the node that led that group.
+static LEADER_HEADER: header::HeaderName = header::HeaderName::from_static("x-sluice-leader");
+
 /// Adds the routing headers: the data group and the leader that answered.
 pub fn routed<T>(mut response: Response, led: &Led<T>) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::HeaderName::from_static("x-sluice-group"),
-        number_value(u64::from(led.group.0)),
-    );
+    headers.insert(&GROUP_HEADER, number_value(u64::from(led.group.0)));
     if let Some(leader) = led.leader {
-        headers.insert(
-            header::HeaderName::from_static("x-sluice-leader"),
-            number_value(leader),
-        );
+        headers.insert(&LEADER_HEADER, number_value(leader));
     }
     response
 }

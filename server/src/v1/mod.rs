@@ -111,7 +111,7 @@ pub async fn lookup_queue(
 /// Reads a request body up to the configured limit (413 past it).
 pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, V1Error> {
     let max = state.limits.body_bytes_max;
-    axum::body::to_bytes(body, max).await.map_err(|_| {
+    crate::body::collect(body, max).await.ok_or_else(|| {
         V1Error::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body",

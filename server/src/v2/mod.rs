@@ -140,7 +140,7 @@ pub fn partition_in(text: &str, partitions: u32) -> Result<PartitionId, V2Error>
 /// Reads a request body up to the configured limit (413 past it).
 pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, V2Error> {
     let max = state.limits.body_bytes_max;
-    axum::body::to_bytes(body, max).await.map_err(|_| {
+    crate::body::collect(body, max).await.ok_or_else(|| {
         V2Error::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",

@@ -56,7 +56,7 @@ pub async fn produce_parts(
     let (queue, caller) = lookup_queue(state, app, name, headers).await?;
     caller?.require_app(app)?;
     let bytes = read_body(state, body).await?;
-    let content_type = header_text(headers, header::CONTENT_TYPE).unwrap_or_default();
+    let content_type = header_text(headers, &header::CONTENT_TYPE).unwrap_or_default();
     let request = if is_json(&content_type) {
         batch::from_json(&bytes)?
     } else if media_type(&content_type).eq_ignore_ascii_case(framing::MEDIA_TYPE) {
