@@ -2,10 +2,11 @@
 # User-space instructions per single-message POST, counted by callgrind:
 # a figure that does not drift with the VM the way req/s does (see
 # docs/benchmarks.md, "Instructions per single POST"). The server runs
-# under `valgrind --tool=callgrind` with collection off until it is
-# ready (`--instr-atstart=no`); the load generator sends v1 single-message POSTs for a fixed
-# time; the count covers only that load, divided by the POSTs `/metrics`
-# saw meanwhile. Under valgrind the server runs ~50 times slower, so its
+# under `valgrind --tool=callgrind` with instrumentation off until it is
+# ready (`--instr-atstart=no`); the load generator sends v1
+# single-message POSTs for a fixed time; the count covers only that
+# load, divided by the POSTs `/metrics` saw meanwhile. Under valgrind
+# the server runs ~30 times slower, so its
 # Raft entries carry fewer messages than at full speed: compare builds
 # with this script, not with the wall-clock figures.
 #
@@ -65,8 +66,8 @@ server=""
 requests=$((after - before))
 [ "$requests" -gt 0 ] || { echo "no POST was answered" >&2; exit 1; }
 out=$(ls "$dir"/callgrind.out*)
-[ -n "$keep" ] && cp $out "$keep"
-callgrind_annotate --inclusive=yes $out >"$dir/annotated" 2>/dev/null || true
+[ -n "$keep" ] && cp "$out" "$keep"
+callgrind_annotate --inclusive=yes "$out" >"$dir/annotated" 2>/dev/null || true
 total=$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$dir/annotated")
 echo "$(git log --oneline -1)"
 echo "POSTs answered while counting: $requests"

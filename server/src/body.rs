@@ -24,16 +24,15 @@ pub async fn collect(mut body: Body, max_bytes: usize) -> Option<Bytes> {
         if total_bytes > max_bytes {
             return None;
         }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.reserve(total_bytes);
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&data);
-            }
+        if first.is_none() && joined.is_empty() {
+            first = Some(data);
+            continue;
         }
+        if let Some(earlier) = first.take() {
+            joined.reserve(total_bytes);
+            joined.extend_from_slice(&earlier);
+        }
+        joined.extend_from_slice(&data);
     }
     Some(match first {
         Some(only) => only,
