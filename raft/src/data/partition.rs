@@ -118,7 +118,7 @@ impl Partition {
         body_len: usize,
     ) -> Result<(), String> {
         let headers = record_headers(content_type, headers);
-        Batch::check_record(&headers, body_len).map_err(|e| e.to_string())
+        Batch::check_record(headers.as_slice(), body_len).map_err(|e| e.to_string())
     }
 
     /// Appends generated messages at `proposed` time (already checked with
@@ -171,7 +171,8 @@ impl Partition {
             let expires_at = timestamp.plus_secs(m.ttl_secs);
             let headers = record_headers(m.content_type.as_deref(), &m.headers);
             let id = id_of(timestamp);
-            let pushed = batch.push_parts(timestamp, expires_at, &id, &headers, &m.body);
+            let headers = headers.as_slice();
+            let pushed = batch.push_parts(timestamp, expires_at, &id, headers, &m.body);
             if let Err(
                 EngineError::BatchTooLarge { .. } | EngineError::BatchTooManyRecords { .. },
             ) = pushed
@@ -181,7 +182,7 @@ impl Partition {
                 let base = self.log.append(&mut batch)?.base_offset;
                 first_offset.get_or_insert(base);
                 batch.clear();
-                batch.push_parts(timestamp, expires_at, &id, &headers, &m.body)?;
+                batch.push_parts(timestamp, expires_at, &id, headers, &m.body)?;
             } else {
                 pushed?;
             }
@@ -210,7 +211,7 @@ impl Partition {
         let older = self.latest_offset(&id)?;
         let headers = record_headers(content_type, &[]);
         let mut batch = Batch::new();
-        batch.push_parts(timestamp, expires_at, &id, &headers, body)?;
+        batch.push_parts(timestamp, expires_at, &id, headers.as_slice(), body)?;
         let at = self.log.append(&mut batch)?.base_offset;
         self.state.ids.insert(
             id,
@@ -312,15 +313,34 @@ impl Partition {
 }
 
 /// The headers a message's record carries: the content type (reserved
-/// name), then the client's.
+/// name), then the client's. Without client headers (every v1 message)
+/// they stay on the stack: apply builds them once per message.
+enum RecordHeaders<'a> {
+    /// At most the content type.
+    Few(Option<(&'a str, &'a [u8])>),
+    /// The content type, if any, and the client's.
+    Many(Vec<(&'a str, &'a [u8])>),
+}
+
+impl<'a> RecordHeaders<'a> {
+    fn as_slice(&self) -> &[(&'a str, &'a [u8])] {
+        match self {
+            RecordHeaders::Few(one) => one.as_slice(),
+            RecordHeaders::Many(all) => all,
+        }
+    }
+}
+
 fn record_headers<'a>(
     content_type: Option<&'a str>,
     headers: &'a [(String, Vec<u8>)],
-) -> Vec<(&'a str, &'a [u8])> {
-    let mut all = Vec::with_capacity(headers.len() + 1);
-    if let Some(ct) = content_type {
-        all.push((CONTENT_TYPE_HEADER, ct.as_bytes()));
+) -> RecordHeaders<'a> {
+    let content_type = content_type.map(|ct| (CONTENT_TYPE_HEADER, ct.as_bytes()));
+    if headers.is_empty() {
+        return RecordHeaders::Few(content_type);
     }
+    let mut all = Vec::with_capacity(headers.len() + 1);
+    all.extend(content_type);
     all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-    all
+    RecordHeaders::Many(all)
 }

@@ -41,9 +41,10 @@ pub struct MetaState {
     /// Application → its key digests.
     apps: BTreeMap<String, BTreeSet<[u8; 32]>>,
     /// Key digest → application, for authentication.
-    keys: BTreeMap<[u8; 32], String>,
+    keys: BTreeMap<[u8; 32], Arc<str>>,
     /// (application, name) → queue.
-    queues: BTreeMap<(String, String), Queue>,
+    /// Shared: a request's lookup takes its queue without copying it.
+    queues: BTreeMap<(String, String), Arc<Queue>>,
     next_queue: u64,
     requests: RequestWindow<MetaReply>,
     /// Token users' assignments. Checkpointed after the rest (see
@@ -81,6 +82,53 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A queue's key, `(application, name)`, owned or borrowed: the map of
+/// queues is looked up on every request, and a `(String, String)` key
+/// built for it cost two allocations.
+trait QueueKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl QueueKey for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl QueueKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn QueueKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn QueueKey + 'a) {
+        self
+    }
+}
+
+// Ordered as `(String, String)` is (by application, then name), as
+// `Borrow` requires.
+impl PartialEq for dyn QueueKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn QueueKey + '_ {}
+
+impl PartialOrd for dyn QueueKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn QueueKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
 }
 
 impl MetaState {
@@ -122,7 +170,7 @@ impl MetaState {
             MetaCommand::AddAppKey { app, key_digest } => {
                 check_name("app", &app)?;
                 if let Some(owner) = self.keys.get(&key_digest) {
-                    if *owner == app {
+                    if **owner == *app {
                         return Ok(MetaReply::Done);
                     }
                     return Err(invalid(
@@ -142,7 +190,7 @@ impl MetaState {
                     )));
                 }
                 keys.insert(key_digest);
-                self.keys.insert(key_digest, app);
+                self.keys.insert(key_digest, Arc::from(app));
                 Ok(MetaReply::Done)
             }
             MetaCommand::CreateQueue {
@@ -176,7 +224,7 @@ impl MetaState {
                     settings,
                 };
                 self.next_queue += 1;
-                self.queues.insert(key, queue.clone());
+                self.queues.insert(key, Arc::new(queue.clone()));
                 Ok(MetaReply::Queue(queue))
             }
             MetaCommand::UpdateQueue {
@@ -208,15 +256,15 @@ impl MetaState {
                     settings.principles = p;
                 }
                 check_settings(&settings)?;
-                queue.settings = settings;
-                Ok(MetaReply::Queue(queue.clone()))
+                Arc::make_mut(queue).settings = settings;
+                Ok(MetaReply::Queue(Queue::clone(queue)))
             }
             MetaCommand::DeleteQueue { app, name } => {
                 let queue = self
                     .queues
                     .remove(&(app, name.clone()))
                     .ok_or(MetaRefusal::UnknownQueue(name))?;
-                Ok(MetaReply::Queue(queue))
+                Ok(MetaReply::Queue(Arc::unwrap_or_clone(queue)))
             }
             MetaCommand::Token(command) => Ok(MetaReply::Token(self.tokens.apply(command))),
         }
@@ -242,8 +290,8 @@ impl MetaState {
 
     /// The application a key belongs to (the key is hashed first, so the
     /// lookup never compares the secret itself).
-    pub fn app_of_key(&self, key: &str) -> Option<&str> {
-        self.keys.get(&key_digest(key)).map(String::as_str)
+    pub fn app_of_key(&self, key: &str) -> Option<&Arc<str>> {
+        self.keys.get(&key_digest(key))
     }
 
     /// Whether the application exists.
@@ -252,8 +300,8 @@ impl MetaState {
     }
 
     /// A queue by application and name.
-    pub fn queue(&self, app: &str, name: &str) -> Option<&Queue> {
-        self.queues.get(&(app.to_string(), name.to_string()))
+    pub fn queue(&self, app: &str, name: &str) -> Option<&Arc<Queue>> {
+        self.queues.get(&(app, name) as &dyn QueueKey)
     }
 
     /// An application's queues in name order, from `from` (inclusive) on,
@@ -264,13 +312,13 @@ impl MetaState {
             .range(start..)
             .take_while(|((a, _), _)| a == app)
             .take(limit)
-            .map(|(_, q)| q)
+            .map(|(_, q)| &**q)
             .collect()
     }
 
     /// Every queue, by application then name.
     pub fn all_queues(&self) -> impl Iterator<Item = &Queue> {
-        self.queues.values()
+        self.queues.values().map(|q| &**q)
     }
 
     /// The data groups.
@@ -528,7 +576,7 @@ mod tests {
             create(&mut s, 10, "zero", 0),
             MetaReply::Refused(MetaRefusal::Invalid { .. })
         ));
-        assert_eq!(s.app_of_key("k1"), Some("app"));
+        assert_eq!(s.app_of_key("k1").map(|a| &**a), Some("app"));
         assert_eq!(s.app_of_key("k2"), None);
         let names: Vec<&str> = s
             .queues_of("app", Some("next"), 10)
@@ -536,6 +584,50 @@ mod tests {
             .map(|q| q.name.as_str())
             .collect();
         assert_eq!(names, vec!["next", "small"]);
+    }
+
+    #[test]
+    fn a_queue_is_found_by_borrowed_names_exactly() {
+        let mut s = MetaState::default();
+        run(
+            &mut s,
+            1,
+            MetaCommand::AddDataGroups {
+                groups: vec![GroupId(1)],
+            },
+        );
+        // Pairs whose concatenations collide, or that sort differently
+        // joined than as pairs: the lookup must compare as the map does.
+        let pairs = [("a", "bc"), ("ab", "c"), ("a", "b"), ("a-", "a"), ("b", "a")];
+        for (i, (app, name)) in pairs.into_iter().enumerate() {
+            let request = 10 * (i as u128 + 1);
+            run(
+                &mut s,
+                request,
+                MetaCommand::AddAppKey {
+                    app: app.into(),
+                    key_digest: key_digest(&format!("key-{app}")),
+                },
+            );
+            let reply = run(
+                &mut s,
+                request + 1,
+                MetaCommand::CreateQueue {
+                    app: app.into(),
+                    name: name.into(),
+                    settings: settings(1),
+                    pinned_group: None,
+                },
+            );
+            assert!(matches!(reply, MetaReply::Queue(_)), "{reply:?}");
+        }
+        for (app, name) in pairs {
+            let queue = s.queue(app, name).expect("created");
+            assert_eq!((queue.app.as_str(), queue.name.as_str()), (app, name));
+        }
+        for (app, name) in [("a", "c"), ("ab", "bc"), ("", "abc"), ("b", "b"), ("a", "")] {
+            assert!(s.queue(app, name).is_none(), "{app}/{name}");
+        }
     }
 
     #[test]
@@ -712,7 +804,7 @@ mod tests {
         other
             .install(b"raft2".to_vec(), &snapshot)
             .expect("install");
-        assert_eq!(other.state().app_of_key("k"), Some("a"));
+        assert_eq!(other.state().app_of_key("k").map(|a| &**a), Some("a"));
         let reply = other.apply(b"garbage").expect("apply");
         assert!(matches!(
             MetaReply::decode(&reply),

@@ -4,6 +4,8 @@
 //! keys (checked against the SHA-256 digests the meta group keeps, so a
 //! key is never stored). Hawk (token users) comes with the token server.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 use sluice_raft::meta::command::{Queue, QueueType};
 use sluice_raft::meta::machine::MetaState;
@@ -60,8 +62,9 @@ impl Credentials<'_> {
 pub enum Caller {
     /// No credentials.
     Anonymous,
-    /// An application, by name.
-    App(String),
+    /// An application, by name (shared with the meta state: resolved on
+    /// every request).
+    App(Arc<str>),
     /// A token user, by uid (principle `user:<uid>`).
     User(u64),
 }
@@ -74,7 +77,7 @@ impl Caller {
             Credentials::None => Ok(Caller::Anonymous),
             Credentials::AppKey(key) => meta
                 .app_of_key(key)
-                .map(|app| Caller::App(app.to_string()))
+                .map(|app| Caller::App(Arc::clone(app)))
                 .ok_or_else(V1Error::bad_key),
             Credentials::User(uid) => Ok(Caller::User(*uid)),
             Credentials::Unsupported => Err(V1Error::bad_key()),
@@ -83,7 +86,7 @@ impl Caller {
 
     /// Whether this caller is application `app`.
     pub fn is_app(&self, app: &str) -> bool {
-        matches!(self, Caller::App(a) if a == app)
+        matches!(self, Caller::App(a) if **a == *app)
     }
 
     /// Requires the caller to be application `app` (403 otherwise).
@@ -100,7 +103,7 @@ impl Caller {
         match self {
             Caller::App(app) => principles
                 .iter()
-                .any(|p| p.strip_prefix("app:") == Some(app.as_str())),
+                .any(|p| p.strip_prefix("app:") == Some(&**app)),
             Caller::User(uid) => {
                 let me = format!("user:{uid}");
                 principles.contains(&me)

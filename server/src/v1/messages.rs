@@ -47,14 +47,6 @@ const READ_CHUNK_RECORDS: usize = 512;
 /// Bytes fetched from a partition log per step of a read.
 const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-/// A message checked and ready to propose.
-struct Draft {
-    partition: PartitionId,
-    ttl_secs: u64,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
 /// `POST /v1/{app}/{queue}`: one message (the whole body) or a JSON batch.
 /// Most such requests never reach this handler: `hot_route.rs` serves
 /// them before the router, through [`post_parts`].
@@ -83,7 +75,7 @@ pub async fn post_parts(
     let partitions = queue.settings.partitions;
     let mut pick = PartitionPicker::new();
     let content_type = header_text(headers, &header::CONTENT_TYPE);
-    let drafts = if content_type.as_deref().is_some_and(is_json) {
+    let messages = if content_type.as_deref().is_some_and(is_json) {
         parse_batch(&bytes, partitions, &mut pick)?
     } else {
         if bytes.is_empty() {
@@ -94,16 +86,18 @@ pub async fn post_parts(
             Some(text) => int_in("partition", &text, 1, u64::from(partitions))? as u32,
             None => pick.next(partitions),
         };
-        vec![Draft {
+        vec![NewMessage {
             partition: partition_id(partition, partitions).unwrap_or(PartitionId(0)),
             ttl_secs,
+            sequence: None,
             content_type,
+            headers: Vec::new(),
             body: bytes.to_vec(),
         }]
     };
-    let single = drafts.len() == 1;
-    for (i, d) in drafts.iter().enumerate() {
-        if let Err(reason) = Partition::check_record(d.content_type.as_deref(), &[], d.body.len()) {
+    let single = messages.len() == 1;
+    for (i, m) in messages.iter().enumerate() {
+        if let Err(reason) = Partition::check_record(m.content_type.as_deref(), &[], m.body.len()) {
             let field = if single {
                 "body".to_string()
             } else {
@@ -112,20 +106,20 @@ pub async fn post_parts(
             return Err(V1Error::new(StatusCode::PAYLOAD_TOO_LARGE, field, reason));
         }
     }
-    let order: Vec<PartitionId> = drafts.iter().map(|d| d.partition).collect();
-    let body_bytes: u64 = drafts.iter().map(|d| d.body.len() as u64).sum();
+    // The messages' partitions in order, to match the reply's runs to
+    // them: one message (most posts) needs no list of its own.
+    let first = messages.first().map(|m| m.partition);
+    let many: Vec<PartitionId> = if single {
+        Vec::new()
+    } else {
+        messages.iter().map(|m| m.partition).collect()
+    };
+    let order = match &first {
+        Some(p) if single => std::slice::from_ref(p),
+        _ => &many,
+    };
+    let body_bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
     state.disk.check(body_bytes)?;
-    let messages: Vec<NewMessage> = drafts
-        .into_iter()
-        .map(|d| NewMessage {
-            partition: d.partition,
-            ttl_secs: d.ttl_secs,
-            sequence: None,
-            content_type: d.content_type,
-            headers: Vec::new(),
-            body: d.body,
-        })
-        .collect();
     let command = DataCommand::Produce(Produce {
         queue: queue.id,
         producer: None,
@@ -135,7 +129,7 @@ pub async fn post_parts(
     let DataReply::Produced(produced) = &led.value else {
         return Err(unexpected(&led.value));
     };
-    let placements = produced.placements(&order).ok_or_else(|| {
+    let placements = produced.placements(order).ok_or_else(|| {
         V1Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -180,6 +174,10 @@ fn post_answer(posted: impl ExactSizeIterator<Item = (MessageId, Timestamp, u32)
         out.push('}');
     }
     out.push_str("]}");
+    // Exact, so that the body's `Bytes` takes the buffer as it is rather
+    // than allocating a shared header for the spare capacity (in place:
+    // the allocator keeps a block that shrinks within its size class).
+    out.shrink_to_fit();
     out.into_bytes()
 }
 
@@ -635,7 +633,7 @@ fn parse_batch(
     bytes: &[u8],
     partitions: u32,
     pick: &mut PartitionPicker,
-) -> Result<Vec<Draft>, V1Error> {
+) -> Result<Vec<NewMessage>, V1Error> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| V1Error::bad("body", format!("Invalid JSON: {e}")))?;
     let list = value
@@ -649,7 +647,7 @@ fn parse_batch(
             format!("At most {BATCH_MESSAGES_MAX} messages per request."),
         ));
     }
-    let mut drafts = Vec::with_capacity(list.len());
+    let mut messages = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
         let body = match m.get("body") {
             Some(Value::String(s)) if !s.is_empty() => s.as_bytes().to_vec(),
@@ -668,14 +666,16 @@ fn parse_batch(
                 int_in(&format!("{i}.partition"), &text, 1, u64::from(partitions))? as u32
             }
         };
-        drafts.push(Draft {
+        messages.push(NewMessage {
             partition: partition_id(partition, partitions).unwrap_or(PartitionId(0)),
             ttl_secs,
+            sequence: None,
             content_type: None,
+            headers: Vec::new(),
             body,
         });
     }
-    Ok(drafts)
+    Ok(messages)
 }
 
 /// A JSON integer field as text for `int_in` (numbers and numeric

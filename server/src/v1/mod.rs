@@ -3,6 +3,8 @@
 //! application or queue (404), a malformed `{ids}` (400), an unknown key
 //! (401), a caller without permission (403), then bad parameters (400).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
@@ -59,7 +61,7 @@ pub struct Found {
     /// The caller, or the 401 its credentials earn.
     pub caller: Result<Caller, V1Error>,
     /// The queue, when the path names one.
-    pub queue: Option<Queue>,
+    pub queue: Option<Arc<Queue>>,
 }
 
 /// Looks up the application and queue (404 if either is unknown) and
@@ -101,7 +103,7 @@ pub async fn lookup_queue(
     app: &str,
     name: &str,
     headers: &HeaderMap,
-) -> Result<(Queue, Result<Caller, V1Error>), V1Error> {
+) -> Result<(Arc<Queue>, Result<Caller, V1Error>), V1Error> {
     let credentials = Credentials::from_headers(headers);
     let found = lookup(state, app, Some(name), &credentials).await?;
     let queue = found.queue.ok_or_else(|| V1Error::no_queue(name))?;

@@ -7,6 +7,7 @@
 //! commit) are Raft commands; heartbeats and polls are not.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -44,7 +45,7 @@ pub const SESSION_TIMEOUT_MS_DEFAULT: u32 = 30_000;
 /// be served elsewhere is forwarded, and the leader's answer is the
 /// rejection, so the handler never runs here.
 pub struct AtLeader {
-    queue: Queue,
+    queue: Arc<Queue>,
     group: String,
     member: Option<String>,
     term: u64,
