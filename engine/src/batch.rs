@@ -169,7 +169,7 @@ impl Batch {
                 max: limits::BATCH_RECORDS_MAX,
             });
         }
-        let headers_len: usize = headers.iter().map(|(k, v)| 1 + k.len() + 2 + v.len()).sum();
+        let headers_len = format::encoded_headers_len(headers);
         let record_len = RECORD_FIXED_BYTES + headers_len + payload_len;
         let records_len = self.buf.len() - BATCH_HEADER_BYTES;
         if records_len + record_len > limits::BATCH_RECORDS_BYTES_MAX {
@@ -184,8 +184,6 @@ impl Batch {
             self.max_expires_at = expires_at;
         }
         let timestamp_delta = timestamp.0.wrapping_sub(self.first_timestamp.0) as i64;
-        let mut encoded_headers = Vec::with_capacity(headers_len);
-        format::encode_headers(&mut encoded_headers, headers);
         let record_start = self.buf.len();
         format::encode_record(
             &mut self.buf,
@@ -193,7 +191,7 @@ impl Batch {
             timestamp_delta,
             expires_at,
             id,
-            &encoded_headers,
+            headers,
             payload,
         );
         self.record_count += 1;

@@ -265,20 +265,24 @@ pub struct RawRecord {
     pub payload: (usize, usize),
 }
 
-/// Appends one encoded record to `out`; its payload is the concatenation
-/// of `payload`'s parts.
+/// Appends one encoded record to `out`: its header map encoded from
+/// `headers`, and its payload the concatenation of `payload`'s parts.
+/// The headers are encoded in place: a map built apart first cost an
+/// allocation per record.
 pub fn encode_record(
     out: &mut Vec<u8>,
     offset_delta: u32,
     timestamp_delta: i64,
     expires_at: Timestamp,
     id: &MessageId,
-    headers: &[u8],
+    headers: &[(&str, &[u8])],
     payload: &[&[u8]],
 ) {
+    let headers_len = encoded_headers_len(headers);
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
-    let body_len = RECORD_FIXED_BYTES - 4 + headers.len() + payload_len;
+    let body_len = RECORD_FIXED_BYTES - 4 + headers_len + payload_len;
     let start = out.len();
+    out.reserve(RECORD_FIXED_BYTES + headers_len + payload_len);
     out.resize(start + RECORD_FIXED_BYTES, 0);
     let f = &mut out[start..];
     // Lengths are bounded by the builder (limits.rs), so the casts are exact.
@@ -287,11 +291,18 @@ pub fn encode_record(
     put_u64(f, R_TIMESTAMP_DELTA, timestamp_delta as u64);
     put_u64(f, R_EXPIRES_AT, expires_at.0);
     f[R_ID..R_ID + 16].copy_from_slice(&id.0);
-    put_u16(f, R_HEADERS_LEN, headers.len() as u16);
-    out.extend_from_slice(headers);
+    put_u16(f, R_HEADERS_LEN, headers_len as u16);
+    let headers_start = out.len();
+    encode_headers(out, headers);
+    debug_assert_eq!(out.len() - headers_start, headers_len);
     for part in payload {
         out.extend_from_slice(part);
     }
+}
+
+/// The length of `headers` encoded as a record's header map.
+pub fn encoded_headers_len(headers: &[(&str, &[u8])]) -> usize {
+    headers.iter().map(|(k, v)| 1 + k.len() + 2 + v.len()).sum()
 }
 
 /// Iterates the records of a records section whose CRC has been verified,

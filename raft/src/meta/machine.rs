@@ -598,7 +598,13 @@ mod tests {
         );
         // Pairs whose concatenations collide, or that sort differently
         // joined than as pairs: the lookup must compare as the map does.
-        let pairs = [("a", "bc"), ("ab", "c"), ("a", "b"), ("a-", "a"), ("b", "a")];
+        let pairs = [
+            ("a", "bc"),
+            ("ab", "c"),
+            ("a", "b"),
+            ("a-", "a"),
+            ("b", "a"),
+        ];
         for (i, (app, name)) in pairs.into_iter().enumerate() {
             let request = 10 * (i as u128 + 1);
             run(
