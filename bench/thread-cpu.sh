@@ -81,20 +81,26 @@ rate_lines() {
   grep -cE '^ +[0-9]+ msg/s ' "$dir/load" || true
 }
 
+# snapshot N: every counter, into files ending in .N, and the time and
+# the rate lines so far into DIR/when.N and DIR/lines.N.
+snapshot() {
+  threads "$server" >"$dir/server.$1"
+  threads "$load" >"$dir/load.$1"
+  head -1 /proc/stat >"$dir/stat.$1"
+  date +%s.%N >"$dir/when.$1"
+  rate_lines >"$dir/lines.$1"
+}
+
 sleep 5
-threads "$server" >"$dir/server.0"
-threads "$load" >"$dir/load.0"
-head -1 /proc/stat >"$dir/stat.0"
-start=$(date +%s.%N)
-lines0=$(rate_lines)
+snapshot 0
 sleep 5
-threads "$server" >"$dir/server.1"
-threads "$load" >"$dir/load.1"
-head -1 /proc/stat >"$dir/stat.1"
-end=$(date +%s.%N)
-lines1=$(rate_lines)
+snapshot 1
 wait "$load"
 load=""
+start=$(cat "$dir/when.0")
+end=$(cat "$dir/when.1")
+lines0=$(cat "$dir/lines.0")
+lines1=$(cat "$dir/lines.1")
 
 # Requests in the window: the mean of the per-second rates reported
 # inside it, times its length.
