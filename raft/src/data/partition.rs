@@ -314,7 +314,7 @@ impl Partition {
 
 /// The headers a message's record carries: the content type (reserved
 /// name), then the client's. Without client headers (every v1 message)
-/// they stay on the stack: apply builds them once per message.
+/// they stay on the stack: they are built for every message applied.
 enum RecordHeaders<'a> {
     /// At most the content type.
     Few(Option<(&'a str, &'a [u8])>),
@@ -331,6 +331,8 @@ impl<'a> RecordHeaders<'a> {
     }
 }
 
+/// The headers of a message's record, from its content type and its
+/// client headers.
 fn record_headers<'a>(
     content_type: Option<&'a str>,
     headers: &'a [(String, Vec<u8>)],

@@ -88,6 +88,7 @@ pub fn valid_name(name: &str) -> bool {
 /// queues is looked up on every request, and a `(String, String)` key
 /// built for it cost two allocations.
 trait QueueKey {
+    /// The application and the queue's name.
     fn parts(&self) -> (&str, &str);
 }
 
