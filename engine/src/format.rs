@@ -278,13 +278,16 @@ pub fn encode_record(
     headers: &[(&str, &[u8])],
     payload: &[&[u8]],
 ) {
-    let headers_len = encoded_headers_len(headers);
-    let payload_len: usize = payload.iter().map(|p| p.len()).sum();
-    let body_len = RECORD_FIXED_BYTES - 4 + headers_len + payload_len;
     let start = out.len();
-    out.reserve(RECORD_FIXED_BYTES + headers_len + payload_len);
     out.resize(start + RECORD_FIXED_BYTES, 0);
-    let f = &mut out[start..];
+    encode_headers(out, headers);
+    let headers_len = out.len() - start - RECORD_FIXED_BYTES;
+    for part in payload {
+        out.extend_from_slice(part);
+    }
+    // The fixed fields last, with the lengths of what was written.
+    let body_len = out.len() - start - 4;
+    let f = &mut out[start..start + RECORD_FIXED_BYTES];
     // Lengths are bounded by the builder (limits.rs), so the casts are exact.
     put_u32(f, R_LEN, body_len as u32);
     put_u32(f, R_OFFSET_DELTA, offset_delta);
@@ -292,12 +295,6 @@ pub fn encode_record(
     put_u64(f, R_EXPIRES_AT, expires_at.0);
     f[R_ID..R_ID + 16].copy_from_slice(&id.0);
     put_u16(f, R_HEADERS_LEN, headers_len as u16);
-    let headers_start = out.len();
-    encode_headers(out, headers);
-    debug_assert_eq!(out.len() - headers_start, headers_len);
-    for part in payload {
-        out.extend_from_slice(part);
-    }
 }
 
 /// The length of `headers` encoded as a record's header map.
