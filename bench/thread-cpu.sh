@@ -76,9 +76,11 @@ for task in glob.glob(f"/proc/{sys.argv[1]}/task/*"):
     print(name, rest[11], rest[12])
 PY
 }
-# The load generator's per-second lines so far.
+# The load generator's per-second lines ("  62035 msg/s ..."), and how
+# many it has printed so far.
+rate_line='^ +[0-9]+ msg/s '
 rate_lines() {
-  grep -cE '^ +[0-9]+ msg/s ' "$dir/load" || true
+  grep -cE "$rate_line" "$dir/load" || true
 }
 
 # snapshot N: every counter, into files ending in .N, and the time and
@@ -104,7 +106,7 @@ lines1=$(cat "$dir/lines.1")
 
 # Requests in the window: the mean of the per-second rates reported
 # inside it, times its length.
-requests=$(grep -E '^ +[0-9]+ msg/s ' "$dir/load" |
+requests=$(grep -E "$rate_line" "$dir/load" |
   awk -v a="$lines0" -v b="$lines1" -v s="$start" -v e="$end" \
     'NR > a && NR <= b { n += $1; k++ } END { print (k ? int(n / k * (e - s)) : 0) }')
 python3 - "$dir" "$requests" "$(getconf CLK_TCK)" <<'PY'
